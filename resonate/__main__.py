@@ -1,0 +1,3 @@
+from resonate.cli import main
+
+raise SystemExit(main())

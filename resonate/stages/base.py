@@ -1,0 +1,69 @@
+"""What every stage is: a frozen config dataclass and a stream transform over (channels, n) blocks."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+ProgressFn = Callable[[str, float], None]
+
+log = logging.getLogger("resonate")
+
+
+@dataclass
+class StageContext:
+    """What a stage may know about the job. Filled in by the pipeline before ``open``."""
+
+    sample_rate: int
+    channels: int
+    total_frames: int | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    models_dir: Path | None = None
+    input_path: Path | None = None
+    stems_dir: Path | None = None       # where the separate stage writes stems, if asked
+    output_format: dict[str, Any] = field(default_factory=dict)  # format/bit_depth/mp3_bitrate for side outputs
+    cache_dir: Path | None = None
+    warn: Callable[[str], None] = log.warning
+
+
+class Stage(ABC):
+    """One processing step.
+
+    ``stream`` receives float32 blocks of shape (channels, n) and yields float32 blocks with the
+    same channel count; the total number of samples out equals the total in (a stage with
+    latency buffers internally and flushes at the end). State carries across blocks.
+    ``open`` may raise :class:`resonate.errors.StageUnavailable`; the chain then runs without
+    this stage and the report says why.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def open(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
+        """Load models, reset state. Called once per file, before ``stream``."""
+
+    @abstractmethod
+    def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """Extra fields for this stage's entry in the job report (model, device, ...)."""
+        return {}
+
+    def process(self, x: np.ndarray, ctx: StageContext) -> np.ndarray:
+        """Whole-array convenience (tests, notebooks): same path as streaming."""
+        self.open(ctx)
+        parts = list(self.stream(iter([np.asarray(x, dtype=np.float32)])))
+        if not parts:
+            return np.zeros_like(x, dtype=np.float32)
+        return np.concatenate(parts, axis=-1)
