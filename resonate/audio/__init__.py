@@ -1,0 +1,1 @@
+"""Audio at the edges: reading, writing, resampling."""
