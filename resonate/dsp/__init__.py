@@ -1,0 +1,1 @@
+"""Signal processing building blocks shared by stages (pure numpy/scipy, streaming with state)."""

@@ -1,0 +1,191 @@
+"""The restore model: a small spectrogram U-Net that predicts a bounded complex mask plus a residual.
+
+Each audio channel is processed on its own (stereo = a batch of two). Input: the compressed
+complex STFT (real, imaginary) of one channel, 512 frequency bins (the Nyquist bin is passed
+through untouched). The encoder divides the frequency axis at every level (by 4 first, then 2) and keeps the time axis;
+the bottleneck flattens what is left of frequency and runs a dilated temporal convolution stack
+over frames, which gives the ~0.8 s receptive field needed to see reverb tails. The decoder
+mirrors the encoder with additive skip connections.
+
+Output, in the compressed domain: ``Y = M * X + R`` with a complex mask ``M`` (magnitude bounded
+by ``mask_bound``, free phase) and a complex residual ``R`` for what a mask cannot do (filling
+in content the room or the phone removed). At initialisation ``M = 1`` and ``R = 0``, i.e. the
+model starts as the identity, which is what "do no harm" on clean input asks for.
+
+Convolutions after the first are depthwise-separable: that is what keeps the stage within the
+CPU real-time budget. There is no normalisation layer (none that would depend on the chunk), so
+chunked inference matches whole-clip inference away from chunk edges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from resonate.models.spectral import COMPRESS_POWER, compress, decompress, istft, stft
+
+
+@dataclass(frozen=True)
+class RestoreUNetConfig:
+    sample_rate: int = 44100
+    n_fft: int = 1024
+    hop: int = 256
+    channels: tuple[int, ...] = (16, 24, 32, 48)   # one per encoder level
+    first_factor: int = 4                           # the first level divides frequency by 4, the others by 2
+    bottleneck_dim: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    mask_bound: float = 2.5                            # |M| <= 2.5 in the compressed domain ~ +26 dB
+    compress_power: float = COMPRESS_POWER
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RestoreUNetConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+    @property
+    def bins(self) -> int:
+        return self.n_fft // 2  # modelled bins; the Nyquist bin is passed through
+
+    def validate(self) -> None:
+        if self.bins % self.total_factor != 0:
+            raise ValueError("n_fft/2 must be divisible by the product of the frequency factors")
+
+    @property
+    def total_factor(self) -> int:
+        return self.first_factor * 2 ** (len(self.channels) - 1)
+
+
+class Down(nn.Module):
+    """Divide frequency by `factor`: (depthwise strided ->) pointwise -> PReLU."""
+
+    def __init__(self, cin: int, cout: int, factor: int = 2, dense: bool = False):
+        super().__init__()
+        kernel, stride, pad = (2 * factor, 3), (factor, 1), (factor // 2, 1)
+        if dense:
+            self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad)
+        else:
+            self.conv = nn.Sequential(
+                nn.Conv2d(cin, cin, kernel, stride=stride, padding=pad, groups=cin),
+                nn.Conv2d(cin, cout, 1),
+            )
+        self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class Up(nn.Module):
+    """Multiply frequency by `factor`: depthwise (3, 3) -> pointwise -> sub-pixel shuffle along frequency."""
+
+    def __init__(self, cin: int, cout: int, factor: int = 2, last: bool = False):
+        super().__init__()
+        self.cout, self.factor = cout, factor
+        self.depthwise = nn.Conv2d(cin, cin, (3, 3), padding=(1, 1), groups=cin)
+        self.pointwise = nn.Conv2d(cin, factor * cout, 1)
+        self.act = None if last else nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, f, t = x.shape
+        k = self.factor
+        y = self.pointwise(self.depthwise(x))                       # (b, k*cout, f, t)
+        y = y.view(b, self.cout, k, f, t).permute(0, 1, 3, 2, 4).reshape(b, self.cout, k * f, t)
+        return y if self.act is None else self.act(y)
+
+
+class TemporalBlock(nn.Module):
+    """Residual dilated depthwise-separable 1-D convolution over frames."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, 3, padding=dilation, dilation=dilation, groups=dim)
+        self.pointwise = nn.Conv1d(dim, dim, 1)
+        self.act = nn.PReLU(dim)
+        self.scale = nn.Parameter(torch.full((1, dim, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.pointwise(self.act(self.depthwise(x)))
+
+
+class RestoreUNet(nn.Module):
+    def __init__(self, config: RestoreUNetConfig | None = None):
+        super().__init__()
+        self.config = config or RestoreUNetConfig()
+        self.config.validate()
+        c = list(self.config.channels)
+        self.downs = nn.ModuleList(
+            [Down(2, c[0], self.config.first_factor, dense=True)] + [Down(c[i - 1], c[i]) for i in range(1, len(c))]
+        )
+        self.low_bins = self.config.bins // self.config.total_factor
+        flat = c[-1] * self.low_bins
+        d = self.config.bottleneck_dim
+        self.to_frames = nn.Conv1d(flat, d, 1)
+        self.temporal = nn.Sequential(*[TemporalBlock(d, k) for k in self.config.dilations])
+        self.from_frames = nn.Conv1d(d, flat, 1)
+        # The last level goes straight to the 5 output maps at full resolution (mask magnitude logit,
+        # mask phase (p, q), residual (re, im)); nothing else runs at full resolution, which is
+        # what keeps the model fast.
+        self.ups = nn.ModuleList(
+            [Up(c[i], c[i - 1]) for i in range(len(c) - 1, 0, -1)] + [Up(c[0], 5, self.config.first_factor, last=True)]
+        )
+        self._init_identity()
+
+    def _init_identity(self) -> None:
+        head = self.ups[-1].pointwise
+        nn.init.zeros_(head.weight)
+        bound = self.config.mask_bound
+        bias = torch.tensor([math.log(1.0 / (bound - 1.0)), 1.0, 0.0, 0.0, 0.0])
+        with torch.no_grad():
+            # pointwise output channel index = output map * factor + sub-pixel position.
+            head.bias.copy_(bias.repeat_interleave(self.config.first_factor))
+
+    def forward_spec(self, xc: torch.Tensor) -> torch.Tensor:
+        """Compressed complex spectrum (b, bins+1, t) -> compressed complex estimate, same shape."""
+        bins = self.config.bins
+        x = torch.stack([xc.real[:, :bins], xc.imag[:, :bins]], dim=1)   # (b, 2, F, T)
+        skips = []
+        h = x
+        for down in self.downs:
+            h = down(h)
+            skips.append(h)
+        b, ch, f, t = h.shape
+        z = self.to_frames(h.reshape(b, ch * f, t))
+        z = self.temporal(z)
+        h = h + self.from_frames(z).view(b, ch, f, t)
+        for up, skip in zip(self.ups, reversed(skips)):
+            h = up(h + skip)
+        out = h
+        mag = self.config.mask_bound * torch.sigmoid(out[:, 0])
+        phase = torch.complex(out[:, 1], out[:, 2])
+        phase = phase / phase.abs().clamp_min(1e-6)
+        est = mag * phase * xc[:, :bins] + torch.complex(out[:, 3], out[:, 4])
+        return torch.cat([est, xc[:, bins:]], dim=1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """(batch, n) waveform -> (batch, n) restored waveform."""
+        cfg = self.config
+        n = wav.shape[-1]
+        spec = stft(wav, cfg.n_fft, cfg.hop)
+        est_c = self.forward_spec(compress(spec, cfg.compress_power))
+        return istft(decompress(est_c, cfg.compress_power), cfg.n_fft, cfg.hop, n)
+
+    def forward_with_spec(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``forward``, also returning the compressed complex estimate (for spectral losses)."""
+        cfg = self.config
+        n = wav.shape[-1]
+        spec = stft(wav, cfg.n_fft, cfg.hop)
+        est_c = self.forward_spec(compress(spec, cfg.compress_power))
+        return istft(decompress(est_c, cfg.compress_power), cfg.n_fft, cfg.hop, n), est_c
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["RestoreUNet", "RestoreUNetConfig", "count_parameters"]
