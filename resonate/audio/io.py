@@ -292,3 +292,18 @@ def write_audio(path: str | os.PathLike, x: np.ndarray, sample_rate: int, **kwar
 
 def output_suffix(fmt: str) -> str:
     return ".mp3" if fmt.lower() == "mp3" else ".wav"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a small text file (reports) via temp file + rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

@@ -16,6 +16,7 @@ ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 LRA_RELATIVE_GATE_LU = -20.0
 OVERSAMPLE = 4
+CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample (-0.009 dBFS)
 
 
 def _biquad_high_shelf(rate: float, fc: float, gain_db: float, q: float) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +65,15 @@ class LoudnessMeter:
         self._total_n = 0
         self._tp = TruePeakMeter(rate, channels) if true_peak else None
         self.sample_peak = 0.0
+        self.clipped_samples = 0
 
     def update(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float64)
         if block.shape[-1] == 0:
             return
-        self.sample_peak = max(self.sample_peak, float(np.max(np.abs(block))))
+        peak = np.abs(block)
+        self.sample_peak = max(self.sample_peak, float(peak.max()))
+        self.clipped_samples += int(np.count_nonzero(peak >= CLIP_LEVEL))
         if self._tp is not None:
             self._tp.update(block)
         y, self._zi = signal.sosfilt(self._sos, block, axis=-1, zi=self._zi.transpose(1, 0, 2))
@@ -147,6 +151,7 @@ class LoudnessMeter:
             "integrated_lufs": _round(self.integrated_lufs()),
             "loudness_range_lu": _round(self.loudness_range_lu()),
             "sample_peak_dbfs": _round(amplitude_to_db(self.sample_peak)),
+            "clipped_samples": self.clipped_samples,
         }
         if self._tp is not None:
             out["true_peak_dbtp"] = _round(self.true_peak_dbtp())

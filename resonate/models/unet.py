@@ -87,7 +87,9 @@ class Up(nn.Module):
     def __init__(self, cin: int, cout: int, factor: int = 2, last: bool = False):
         super().__init__()
         self.cout, self.factor = cout, factor
-        self.depthwise = nn.Conv2d(cin, cin, (3, 3), padding=(1, 1), groups=cin)
+        # The last level is pointwise only: a depthwise pass at that resolution costs more than the
+        # rest of the decoder, and its spatial context is already in the skip and the level below.
+        self.depthwise = nn.Identity() if last else nn.Conv2d(cin, cin, (3, 3), padding=(1, 1), groups=cin)
         self.pointwise = nn.Conv2d(cin, factor * cout, 1)
         self.act = None if last else nn.PReLU(cout)
 

@@ -1,0 +1,186 @@
+"""Command line: ``python -m resonate restore|train|evaluate|bench``.
+
+Errors the user can act on print one line starting with ``error:`` and exit with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from resonate.audio.io import MP3_BITRATES, output_suffix, sanitize_filename
+from resonate.device import DEVICE_CHOICES
+from resonate.errors import ResonateError
+from resonate.stages import STAGE_ORDER
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _add_restore(sub) -> None:
+    p = sub.add_parser("restore", help="restore one or more recordings")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="WAV/FLAC/OGG/MP3 files")
+    p.add_argument("-o", "--output", required=True, help="output file, or a folder for several inputs")
+    p.add_argument("--preset", default="concert", help="concert (default), phone, gentle, broadcast, or a .toml file")
+    p.add_argument("--skip", nargs="+", default=[], choices=STAGE_ORDER, metavar="STAGE",
+                   help=f"bypass stages ({', '.join(STAGE_ORDER)})")
+    p.add_argument("--target-lufs", type=float, help="integrated loudness target (default from preset, -14)")
+    p.add_argument("--true-peak", type=float, help="true-peak ceiling in dBTP (default -1)")
+    p.add_argument("--denoise-strength", type=float, help="0..1, spectral gating amount")
+    p.add_argument("--noise-range", nargs=2, type=float, metavar=("START_S", "END_S"),
+                   help="noise-only time range for the denoise profile (default: quietest stretch)")
+    p.add_argument("--restore-strength", type=float, help="0..1, wet/dry of the restoration model")
+    p.add_argument("--format", choices=("wav", "mp3"), help="output format (default from -o suffix, else wav)")
+    p.add_argument("--bit-depth", default="24", choices=("16", "24", "32f"), help="WAV bit depth")
+    p.add_argument("--mp3-bitrate", type=int, default=320, choices=MP3_BITRATES, help="MP3 CBR kbps")
+    p.add_argument("--sample-rate", type=int, help="resample the output (default: keep the input rate)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--models-dir", help="local folder of Demucs weights (offline use)")
+    p.add_argument("--stems", metavar="DIR", help="also write the separated stems to DIR")
+    p.add_argument("--cache-dir", help="stem cache folder (default ~/.cache/resonate/stems)")
+    p.add_argument("--report", metavar="FILE.json", help="write a JSON report (a list for several inputs)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_restore)
+
+
+def _overrides(args) -> dict:
+    o: dict[str, dict] = {}
+    if args.target_lufs is not None:
+        o.setdefault("loudness", {})["target_lufs"] = args.target_lufs
+    if args.true_peak is not None:
+        o.setdefault("loudness", {})["true_peak_dbtp"] = args.true_peak
+    if args.denoise_strength is not None:
+        o.setdefault("denoise", {})["strength"] = args.denoise_strength
+    if args.noise_range:
+        o.setdefault("denoise", {}).update(noise_start_s=args.noise_range[0], noise_end_s=args.noise_range[1])
+    if args.restore_strength is not None:
+        o.setdefault("restore", {})["strength"] = args.restore_strength
+    return o
+
+
+def _output_paths(inputs: list[Path], output: str, fmt: str) -> list[Path]:
+    out = Path(output)
+    as_folder = len(inputs) > 1 or out.is_dir() or output.endswith(("/", "\\"))
+    if not as_folder:
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise ResonateError(f"-o must be a folder when restoring several files: {out}")
+    names, paths = set(), []
+    for src in inputs:
+        stem = sanitize_filename(src.stem) + "_restored"
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names.add(name)
+        paths.append(out / (name + output_suffix(fmt)))
+    return paths
+
+
+def cmd_restore(args) -> int:
+    from tqdm import tqdm
+
+    from resonate.pipeline import ChainSettings, OutputOptions, process_file
+
+    inputs = [Path(i) for i in args.inputs]
+    fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
+    settings = ChainSettings(preset=args.preset, overrides=_overrides(args), skip=tuple(args.skip))
+    output = OutputOptions(format=fmt, bit_depth=args.bit_depth, mp3_bitrate=args.mp3_bitrate,
+                           sample_rate=args.sample_rate)
+    targets = _output_paths(inputs, args.output, fmt)
+    reports, failures = [], 0
+    for src, dst in zip(inputs, targets):
+        bars: dict[str, tqdm] = {}
+
+        def progress(stage: str, fraction: float, bars=bars) -> None:
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = tqdm(total=1000, desc=f"{src.name[:24]} {stage:>8}", unit="‰",
+                                         leave=False, disable=None, file=sys.stderr)
+            bar.update(int(fraction * 1000) - bar.n)
+
+        try:
+            report = process_file(
+                src, dst, settings, output, device=args.device, models_dir=args.models_dir,
+                stems_dir=Path(args.stems) / sanitize_filename(src.stem) if args.stems and len(inputs) > 1 else args.stems,
+                cache_dir=args.cache_dir, progress=progress,
+                warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+            )
+        except ResonateError as exc:
+            if args.debug:
+                raise
+            print(f"error: {src}: {exc}" if len(inputs) > 1 else f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        finally:
+            for bar in bars.values():
+                bar.close()
+        reports.append(report)
+        out_l = report["output_loudness"]
+        print(f"{dst}  {report['seconds']:.1f} s  {out_l['integrated_lufs']} LUFS  "
+              f"{out_l['true_peak_dbtp']} dBTP  ({report['elapsed_seconds']:.1f} s, RTF {report['rtf']})")
+    if args.report:
+        from resonate.audio.io import write_text_atomic
+
+        write_text_atomic(args.report, json.dumps(reports[0] if len(inputs) == 1 and reports else reports, indent=2))
+    return EXIT_USER_ERROR if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resonate", description="Restore concert recordings into clean masters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_restore(sub)
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """train/evaluate (restoration model) and bench live in their own modules."""
+    try:
+        from resonate.train.commands import add_evaluate_arguments, add_train_arguments, run_evaluate, run_train
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("resonate"):
+            raise
+    else:
+        p = sub.add_parser("train", help="train the restoration model")
+        add_train_arguments(p)
+        p.add_argument("--debug", action="store_true")
+        p.set_defaults(func=run_train)
+        p = sub.add_parser("evaluate", help="evaluate a restoration model on a folder of pairs")
+        add_evaluate_arguments(p)
+        p.add_argument("--debug", action="store_true")
+        p.set_defaults(func=run_evaluate)
+    try:
+        from resonate.bench import add_bench_arguments, run_bench
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("resonate"):
+            raise
+    else:
+        p = sub.add_parser("bench", help="measure speed and memory of each stage and the chain")
+        add_bench_arguments(p)
+        p.add_argument("--debug", action="store_true")
+        p.set_defaults(func=run_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ResonateError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written for the file in progress", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR

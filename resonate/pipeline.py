@@ -1,0 +1,292 @@
+"""The staged pipeline, read top to bottom: read → separate → denoise → restore → master →
+(measure) → loudness → write.
+
+Audio flows as a stream of (channels, n) float32 blocks; no stage ever holds the whole file.
+Loudness needs the integrated loudness of everything before it, so the first pass writes the
+processed stream to a temporary float32 file while measuring it, and the second pass reads it
+back through the gain and true-peak limiter into the final, atomically written output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resonate.audio.io import AudioWriter, NonFiniteCounter, parse_bit_depth, probe, read_blocks
+from resonate.audio.resample import StreamResampler, resampled_length
+from resonate.config import config_from_dict, merge_config
+from resonate.device import pick_device
+from resonate.dsp.loudness import LoudnessMeter
+from resonate.errors import ResonateError, StageUnavailable
+from resonate.presets import DEFAULT_PRESET, load_preset
+from resonate.stages import STAGE_ORDER, load_registry
+from resonate.stages.base import Stage, StageContext
+
+BLOCK_FRAMES = 1 << 16
+LONG_FILE_SECONDS = 3600.0
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    format: str = "wav"                 # wav | mp3
+    bit_depth: str = "24"               # 16 | 24 | 32f (WAV)
+    mp3_bitrate: int = 320
+    sample_rate: int | None = None      # None keeps the input's rate
+
+    def __post_init__(self):
+        object.__setattr__(self, "format", self.format.lower())
+        if self.format not in ("wav", "mp3"):
+            raise ResonateError(f"unsupported output format '{self.format}' (choose wav or mp3)")
+        object.__setattr__(self, "bit_depth", parse_bit_depth(self.bit_depth))
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """What the user chose: a preset, per-stage overrides on top of it, and stages to bypass."""
+
+    preset: str = DEFAULT_PRESET
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skip: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = [s for s in self.skip if s not in STAGE_ORDER]
+        if unknown:
+            raise ResonateError(f"unknown stage '{unknown[0]}' (stages: {', '.join(STAGE_ORDER)})")
+
+
+def stage_configs(settings: ChainSettings) -> dict[str, Any]:
+    """Config dataclass of every available stage: defaults ← preset ← overrides."""
+    registry = load_registry()
+    preset = load_preset(settings.preset)
+    bad = [k for k in settings.overrides if k not in STAGE_ORDER]
+    if bad:
+        raise ResonateError(f"unknown stage '{bad[0]}' in settings")
+    configs = {}
+    for name, cls in registry.items():
+        cfg = config_from_dict(cls.Config, preset.get(name), f"{settings.preset}.{name}")
+        configs[name] = merge_config(cfg, settings.overrides.get(name), name)
+    return configs
+
+
+@dataclass
+class StageRecord:
+    name: str
+    stage: Stage | None
+    skipped: bool = False
+    reason: str | None = None
+    inclusive: float = 0.0
+    seconds: float = 0.0
+
+
+class _Meter:
+    """Wraps a stage's stream: inclusive wall time and progress reporting."""
+
+    def __init__(self, record: StageRecord, total: int | None, progress: ProgressFn | None):
+        self.record, self.total, self.progress, self.done = record, total, progress, 0
+
+    def wrap(self, it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        it = iter(it)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                block = next(it)
+            except StopIteration:
+                self.record.inclusive += time.perf_counter() - t0
+                break
+            self.record.inclusive += time.perf_counter() - t0
+            self.done += block.shape[-1]
+            if self.progress and self.total:
+                self.progress(self.record.name, min(1.0, self.done / self.total))
+            yield block
+        if self.progress:
+            self.progress(self.record.name, 1.0)
+
+
+def _tap(blocks: Iterator[np.ndarray], fn: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
+    for b in blocks:
+        fn(b)
+        yield b
+
+
+def _exact_length(blocks: Iterator[np.ndarray], total: int, channels: int) -> Iterator[np.ndarray]:
+    """Guarantee the promised length (resamplers can be off by a sample at the very end)."""
+    done = 0
+    for b in blocks:
+        if done + b.shape[-1] > total:
+            b = b[:, : total - done]
+        done += b.shape[-1]
+        if b.shape[-1]:
+            yield b
+    if done < total:
+        yield np.zeros((channels, total - done), dtype=np.float32)
+
+
+def _check_block(name: str, channels: int) -> Callable[[Iterator[np.ndarray]], Iterator[np.ndarray]]:
+    def check(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for b in blocks:
+            if b.ndim != 2 or b.shape[0] != channels:
+                raise RuntimeError(f"stage {name} produced a block of shape {b.shape}, expected ({channels}, n)")
+            yield b.astype(np.float32, copy=False)
+    return check
+
+
+def process_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    settings: ChainSettings | None = None,
+    output: OutputOptions | None = None,
+    device: str = "auto",
+    models_dir: str | os.PathLike | None = None,
+    stems_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    warn: Callable[[str], None] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    block_frames: int = BLOCK_FRAMES,
+) -> dict[str, Any]:
+    """Restore one file. Returns the job report (JSON-serialisable). Raises ResonateError on bad input."""
+    started = time.perf_counter()
+    settings = settings or ChainSettings()
+    output = output or OutputOptions()
+    warnings: list[str] = []
+
+    def _warn(msg: str) -> None:
+        warnings.append(msg)
+        if warn:
+            warn(msg)
+
+    src, dst = Path(input_path), Path(output_path)
+    info = probe(src)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ResonateError("output would overwrite the input file; choose another output path")
+    if info.seconds > LONG_FILE_SECONDS:
+        _warn(f"long recording ({info.seconds / 3600:.1f} h): processing streams in bounded memory, "
+              "watch the progress bars for the remaining time")
+    dev = pick_device(device)
+    out_rate = output.sample_rate or info.sample_rate
+    ctx = StageContext(
+        sample_rate=info.sample_rate, channels=info.channels, total_frames=info.frames, device=dev,
+        models_dir=Path(models_dir) if models_dir else None, input_path=src,
+        stems_dir=Path(stems_dir) if stems_dir else None,
+        output_format={"format": output.format, "bit_depth": output.bit_depth, "mp3_bitrate": output.mp3_bitrate},
+        cache_dir=Path(cache_dir) if cache_dir else None, warn=_warn,
+    )
+
+    # Build and open the stages; one that cannot run here is skipped with its reason.
+    configs = stage_configs(settings)
+    registry = load_registry()
+    records: list[StageRecord] = []
+    for name in STAGE_ORDER:
+        if name not in registry:
+            continue
+        if name in settings.skip:
+            records.append(StageRecord(name, None, skipped=True, reason="bypassed"))
+            continue
+        stage = registry[name](configs[name])
+        try:
+            # Two-pass stages (loudness) come after any output resampling: they work at the output rate.
+            stage.open(dataclasses.replace(ctx, sample_rate=out_rate) if getattr(stage, "two_pass", False) else ctx)
+        except StageUnavailable as exc:
+            _warn(f"{name} skipped: {exc}")
+            records.append(StageRecord(name, None, skipped=True, reason=str(exc)))
+            continue
+        records.append(StageRecord(name, stage))
+
+    active = [r for r in records if not r.skipped]
+    split = next((i for i, r in enumerate(active) if getattr(r.stage, "two_pass", False)), len(active))
+    first_pass, two_pass = active[:split], active[split:]
+    nonfinite = NonFiniteCounter()
+    in_meter = LoudnessMeter(info.sample_rate, info.channels)
+    out_meter = LoudnessMeter(out_rate, info.channels)
+    out_frames = resampled_length(info.frames, info.sample_rate, out_rate)
+
+    def chain(blocks: Iterator[np.ndarray], recs: list[StageRecord], total: int) -> Iterator[np.ndarray]:
+        for r in recs:
+            blocks = _Meter(r, total, progress).wrap(_check_block(r.name, info.channels)(r.stage.stream(blocks)))
+        return blocks
+
+    blocks: Iterator[np.ndarray] = _tap(read_blocks(src, block_frames, nonfinite=nonfinite), in_meter.update)
+    blocks = chain(blocks, first_pass, info.frames)
+    if out_rate != info.sample_rate:
+        blocks = StreamResampler(info.sample_rate, out_rate, info.channels).stream(blocks)
+    blocks = _exact_length(blocks, out_frames, info.channels)
+
+    with tempfile.TemporaryDirectory(prefix="resonate-", dir=work_dir) as tmp:
+        if two_pass:
+            # Pass 1: everything up to loudness, measured, spooled to a float32 file on disk.
+            spool = Path(tmp) / "pass1.f32"
+            measure = two_pass[0].stage.measure
+            t_measure = 0.0
+            with open(spool, "wb") as f:
+                for b in blocks:
+                    t0 = time.perf_counter()
+                    measure(b)
+                    t_measure += time.perf_counter() - t0
+                    f.write(np.ascontiguousarray(b.T).tobytes())
+            two_pass[0].inclusive += t_measure
+            blocks = _read_spool(spool, info.channels, block_frames)
+            blocks = chain(blocks, two_pass, out_frames)
+
+        with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
+            for b in _tap(blocks, out_meter.update):
+                writer.write(b)
+
+    # Exclusive time per stage: a stage's inclusive time includes everything upstream of it.
+    prev = 0.0
+    for r in first_pass:
+        r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
+    prev = 0.0
+    for r in two_pass:
+        r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
+    if nonfinite.count:
+        _warn(f"input had {nonfinite.count} NaN/inf samples; they were replaced with silence")
+
+    elapsed = time.perf_counter() - started
+    return {
+        "input": str(src),
+        "output": str(dst),
+        "sample_rate": info.sample_rate,
+        "output_sample_rate": out_rate,
+        "channels": info.channels,
+        "seconds": round(info.seconds, 3),
+        "device": str(dev),
+        "preset": settings.preset,
+        "format": output.format,
+        "bit_depth": output.bit_depth if output.format == "wav" else None,
+        "mp3_bitrate": output.mp3_bitrate if output.format == "mp3" else None,
+        "input_loudness": in_meter.summary(),
+        "output_loudness": out_meter.summary(),
+        "stages": [
+            {
+                "name": r.name,
+                "seconds": round(r.seconds, 3),
+                "rtf": round(r.seconds / info.seconds, 4) if info.seconds else None,
+                "skipped": r.skipped,
+                **({"reason": r.reason} if r.reason else {}),
+                **(r.stage.report() if r.stage is not None else {}),
+            }
+            for r in records
+        ],
+        "warnings": warnings,
+        "elapsed_seconds": round(elapsed, 3),
+        "rtf": round(elapsed / info.seconds, 4) if info.seconds else None,
+    }
+
+
+def _read_spool(path: Path, channels: int, block_frames: int) -> Iterator[np.ndarray]:
+    frame_bytes = 4 * channels
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(block_frames * frame_bytes)
+            if not raw:
+                return
+            yield np.frombuffer(raw, dtype=np.float32).reshape(-1, channels).T.copy()

@@ -1,0 +1,128 @@
+"""Finding and loading Demucs models through demucs's own pretrained loader.
+
+Users without internet point ``--models-dir`` at a folder in demucs's local-repo layout: one
+``{signature}-{checksum}.th`` (or ``{signature}.th``) file per model plus ``{name}.yaml`` listing
+the signatures of a named model (a "bag"), exactly what ``demucs.pretrained.get_model(name,
+repo=folder)`` reads. Without a folder, demucs fetches the weights itself (HuggingFace hub, then
+its legacy download site); when that fails too the stage is skipped with instructions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from demucs import __version__ as demucs_version
+from demucs.apply import BagOfModels
+from demucs.pretrained import REMOTE_ROOT, _parse_remote_files, get_model
+from demucs.repo import LocalRepo, ModelLoadingError
+
+from resonate.errors import StageUnavailable
+
+log = logging.getLogger("resonate")
+
+MODEL_NAMES = ("htdemucs", "htdemucs_ft", "htdemucs_6s")
+DEFAULT_MODEL = "htdemucs"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runner needs to know about a loaded model, without holding the module."""
+
+    name: str
+    sources: tuple[str, ...]
+    samplerate: int
+    audio_channels: int
+    max_segment: float          # longest inner segment (s) the model accepts
+
+
+def describe(model, name: str) -> ModelInfo:
+    if isinstance(model, BagOfModels):
+        max_segment = model.max_allowed_segment
+        if max_segment == float("inf"):
+            max_segment = float(min(m.segment for m in model.models))
+    else:
+        max_segment = float(model.segment)
+    return ModelInfo(name, tuple(model.sources), int(model.samplerate), int(model.audio_channels), max_segment)
+
+
+def bundled_signatures(name: str) -> list[str]:
+    """Signatures that make up a named model, from the bag files shipped inside demucs."""
+    bag_file = REMOTE_ROOT / f"{name}.yaml"
+    if not bag_file.is_file():
+        return []
+    return list(yaml.safe_load(bag_file.read_text())["models"])
+
+
+def how_to_get_weights(name: str, models_dir: Path | None) -> str:
+    """Plain instructions: which files to download and where to put them."""
+    urls = _parse_remote_files(REMOTE_ROOT / "files.txt")
+    sigs = bundled_signatures(name)
+    folder = str(models_dir) if models_dir is not None else "a folder of your choice"
+    if not sigs:
+        return f"'{name}' is not a model demucs knows; choose one of {', '.join(MODEL_NAMES)}."
+    files = " ".join(urls[s] for s in sigs if s in urls)
+    return (
+        f"On a machine with internet, download {files} into {folder}, and save a file {name}.yaml there "
+        f"containing `models: {sigs!r}` (a copy of demucs/remote/{name}.yaml from the demucs package), "
+        "then run with --models-dir pointing at that folder (Settings > Models folder in the app)."
+    )
+
+
+def weights_fingerprint(name: str, models_dir: Path | None) -> str:
+    """Identity of the weights a name resolves to, cheap to compute (no loading).
+
+    Goes into the stem-cache key so that swapping the files behind a name (e.g. a test model for
+    the real one) never serves stems from the other weights.
+    """
+    if models_dir is None:
+        return f"demucs-{demucs_version}-remote-{name}"
+    models_dir = Path(models_dir)
+    parts: list[str] = []
+    bag = models_dir / f"{name}.yaml"
+    try:
+        repo = LocalRepo(models_dir)
+        if repo.has_model(name):
+            files = [repo.list_model()[name]]
+        else:
+            parts.append(bag.read_text())
+            sigs = yaml.safe_load(parts[-1])["models"]
+            files = [repo.list_model()[s] for s in sigs]
+        for f in files:
+            st = Path(f).stat()
+            parts.append(f"{Path(f).name}:{st.st_size}:{st.st_mtime_ns}")
+    except (OSError, KeyError, TypeError, yaml.YAMLError, ModelLoadingError):
+        return f"unresolved-{name}"
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def load_model(name: str, models_dir: Path | None):
+    """Load ``name`` through demucs's loader; every failure becomes :class:`StageUnavailable`."""
+    if models_dir is not None:
+        models_dir = Path(models_dir).expanduser()
+        if not models_dir.is_dir():
+            # demucs would call sys.exit on a missing folder; say it ourselves.
+            raise StageUnavailable(
+                f"models folder {models_dir} does not exist. {how_to_get_weights(name, models_dir)}"
+            )
+    try:
+        model = get_model(name, repo=models_dir)
+    except ModelLoadingError as exc:
+        where = f"in {models_dir}" if models_dir is not None else "locally"
+        raise StageUnavailable(
+            f"Demucs weights for '{name}' were not found {where} ({exc}). {how_to_get_weights(name, models_dir)}"
+        ) from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any loader failure means "skip separation"
+        # Offline downloads fail with URLError or hub errors, a truncated file in torch.load,
+        # a bad bag file in yaml; demucs itself may call sys.exit.
+        where = f"from {models_dir}" if models_dir is not None else "and could not be downloaded"
+        raise StageUnavailable(
+            f"Demucs model '{name}' could not be loaded {where}: {type(exc).__name__}: {exc}. "
+            f"{how_to_get_weights(name, models_dir)}"
+        ) from exc
+    model.eval()
+    return model
