@@ -16,6 +16,9 @@ from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
 
+PLUGIN_BUFFER = 8192
+
+
 @dataclass(frozen=True)
 class EQBand:
     freq_hz: float
@@ -53,7 +56,9 @@ def build_board(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
     nyquist_safe = 0.45 * sample_rate
     plugins: list = []
     if cfg.highpass_hz:
-        plugins.append(pb.HighpassFilter(cutoff_frequency_hz=min(cfg.highpass_hz, nyquist_safe)))
+        # pedalboard's high-pass is first order; two in series give the 12 dB/octave that rumble needs.
+        hp = min(cfg.highpass_hz, nyquist_safe)
+        plugins += [pb.HighpassFilter(cutoff_frequency_hz=hp), pb.HighpassFilter(cutoff_frequency_hz=hp)]
     if cfg.low_shelf_db:
         plugins.append(pb.LowShelfFilter(cutoff_frequency_hz=min(cfg.low_shelf_hz, nyquist_safe), gain_db=cfg.low_shelf_db))
     for band in cfg.bands:
@@ -79,6 +84,10 @@ class MasterStage(Stage):
     def open(self, ctx: StageContext) -> None:
         self.sample_rate = ctx.sample_rate
         self.board = build_board(self.config, ctx.sample_rate)
+        # Prepare the plugins once at the buffer size used below; a later size change would
+        # re-prepare them and wipe filter state mid-stream.
+        self.board.process(np.zeros((ctx.channels, PLUGIN_BUFFER), np.float32), ctx.sample_rate,
+                           buffer_size=PLUGIN_BUFFER, reset=True)
 
     def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         if len(self.board) == 0:
@@ -86,7 +95,7 @@ class MasterStage(Stage):
             return
         for block in blocks:
             if block.shape[-1]:
-                yield self.board.process(block, self.sample_rate, buffer_size=block.shape[-1], reset=False)
+                yield self.board.process(block, self.sample_rate, buffer_size=PLUGIN_BUFFER, reset=False)
 
     def report(self) -> dict:
         return {"plugins": [type(p).__name__ for p in self.board]}
