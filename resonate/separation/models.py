@@ -100,6 +100,22 @@ def weights_fingerprint(name: str, models_dir: Path | None) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def missing_files(name: str, models_dir: Path) -> str:
+    """What a local repo lacks for ``name``, in words; empty when everything is there."""
+    repo = LocalRepo(models_dir)
+    if repo.has_model(name):
+        return ""
+    bag = models_dir / f"{name}.yaml"
+    if not bag.is_file():
+        return f"no {bag.name} and no {name}.th"
+    try:
+        sigs = list(yaml.safe_load(bag.read_text())["models"])
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        return f"{bag.name} is not a demucs bag file ({exc})"
+    absent = [s for s in sigs if not repo.has_model(s)]
+    return f"no weights file for signature(s) {', '.join(absent)}" if absent else ""
+
+
 def load_model(name: str, models_dir: Path | None):
     """Load ``name`` through demucs's loader; every failure becomes :class:`StageUnavailable`."""
     if models_dir is not None:
@@ -109,13 +125,15 @@ def load_model(name: str, models_dir: Path | None):
             raise StageUnavailable(
                 f"models folder {models_dir} does not exist. {how_to_get_weights(name, models_dir)}"
             )
+    if models_dir is not None:
+        missing = missing_files(name, models_dir)
+        if missing:
+            raise StageUnavailable(
+                f"Demucs weights for '{name}' are missing from {models_dir} ({missing}). "
+                f"{how_to_get_weights(name, models_dir)}"
+            )
     try:
         model = get_model(name, repo=models_dir)
-    except ModelLoadingError as exc:
-        where = f"in {models_dir}" if models_dir is not None else "locally"
-        raise StageUnavailable(
-            f"Demucs weights for '{name}' were not found {where} ({exc}). {how_to_get_weights(name, models_dir)}"
-        ) from exc
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any loader failure means "skip separation"
         # Offline downloads fail with URLError or hub errors, a truncated file in torch.load,
         # a bad bag file in yaml; demucs itself may call sys.exit.
