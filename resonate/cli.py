@@ -95,10 +95,10 @@ def cmd_restore(args) -> int:
     for src, dst in zip(inputs, targets):
         bars: dict[str, tqdm] = {}
 
-        def progress(stage: str, fraction: float, bars=bars) -> None:
+        def progress(stage: str, fraction: float, bars=bars, label=src.name[:24]) -> None:
             bar = bars.get(stage)
             if bar is None:
-                bar = bars[stage] = tqdm(total=1000, desc=f"{src.name[:24]} {stage:>8}", unit="‰",
+                bar = bars[stage] = tqdm(total=1000, desc=f"{label} {stage:>8}", unit="‰",
                                          leave=False, disable=None, file=sys.stderr)
             bar.update(int(fraction * 1000) - bar.n)
 
@@ -140,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub) -> None:
     """train/evaluate (restoration model) and bench live in their own modules."""
     try:
-        from resonate.train.commands import add_evaluate_arguments, add_train_arguments, run_evaluate, run_train
+        from resonate.train.commands import (
+            add_evaluate_arguments,
+            add_train_arguments,
+            run_evaluate,
+            run_train,
+        )
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("resonate"):
             raise

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from resonate.audio.io import AudioWriter, probe, read_audio, sanitize_filename, tpdf_dither_quantize, write_audio
+from resonate.audio.io import (
+    AudioWriter,
+    probe,
+    read_audio,
+    sanitize_filename,
+    tpdf_dither_quantize,
+    write_audio,
+)
 from resonate.audio.resample import StreamResampler, resample
 from resonate.errors import ResonateError
 

@@ -15,7 +15,6 @@ import pedalboard as pb
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
-
 PLUGIN_BUFFER = 8192
 
 

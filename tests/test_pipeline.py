@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resonate.errors import StageUnavailable
+from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
+from resonate.stages import REGISTRY, Stage, load_registry
+from tests.conftest import tone_mix
+
+DSP_ONLY = ("separate", "restore")
+
+
+def _run(src, dst, block_frames, **kw):
+    settings = kw.pop("settings", ChainSettings(skip=DSP_ONLY))
+    return process_file(src, dst, settings, OutputOptions(bit_depth="32f"), block_frames=block_frames, **kw)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(block=st.integers(256, 200000))
+def test_chain_in_blocks_equals_chain_whole(tmp_path, block):
+    """Block size is an implementation detail: the chain's output must not depend on it."""
+    src = tmp_path / "in.wav"
+    if not src.exists():
+        sf.write(str(src), tone_mix(6, 22050, 2, noise=0.03).T, 22050, subtype="FLOAT")
+        _run(src, tmp_path / "whole.wav", 10 ** 7)
+    whole, _ = sf.read(str(tmp_path / "whole.wav"))
+    _run(src, tmp_path / "blocks.wav", block)
+    blocks, _ = sf.read(str(tmp_path / "blocks.wav"))
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, atol=2e-5)
+
+
+def test_no_click_at_block_seams(tmp_path):
+    """A pure tone through the chain in small blocks stays smooth: no sample jumps at seams."""
+    sr = 22050
+    t = np.arange(sr * 4) / sr
+    x = np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2).astype(np.float32)
+    src = tmp_path / "tone.wav"
+    sf.write(str(src), x.T, sr, subtype="FLOAT")
+    _run(src, tmp_path / "o.wav", 1000)
+    y, _ = sf.read(str(tmp_path / "o.wav"))
+    d = np.abs(np.diff(y[sr:, 0]))
+    assert d.max() < 1.2 * np.percentile(d, 99.9)
+
+
+def test_clean_track_keeps_its_timbre(tmp_path):
+    """Default chain on clean music: band energies (after level matching) move < 1 dB, except the
+    preset's intended EQ tilt which we undo by comparing against the master-only chain."""
+    sr = 44100
+    x = studio_notes(8, sr)
+    src = tmp_path / "clean.wav"
+    sf.write(str(src), x.T, sr, subtype="FLOAT")
+    _run(src, tmp_path / "full.wav", 65536)
+    _run(src, tmp_path / "ref.wav", 65536, settings=ChainSettings(skip=DSP_ONLY + ("denoise",)))
+    full, _ = sf.read(str(tmp_path / "full.wav"))
+    ref, _ = sf.read(str(tmp_path / "ref.wav"))
+    edges = [100, 300, 600, 1000, 2000, 4000, 8000]
+
+    def bands(y):
+        spec = np.abs(np.fft.rfft(y[:, 0])) ** 2
+        f = np.fft.rfftfreq(y.shape[0], 1 / sr)
+        return np.array([10 * np.log10(spec[(f >= lo) & (f < hi)].sum()) for lo, hi in zip(edges, edges[1:])])
+
+    diff = bands(full) - bands(ref)
+    assert np.max(np.abs(diff - diff.mean())) < 1.0
+
+
+def studio_notes(seconds, sr):
+    """Clean "studio" music: a melody of rich harmonic notes (1/k partials to 8 kHz) with attack
+    and decay, slight vibrato, two channels, no added noise."""
+    t = np.arange(int(seconds * sr)) / sr
+    out = np.zeros((2, t.size))
+    notes = [110.0, 146.8, 164.8, 220.0, 196.0, 130.8, 174.6, 123.5]
+    dur = seconds / len(notes)
+    for i, f0 in enumerate(notes):
+        m = (t >= i * dur) & (t < (i + 1) * dur + 0.3)
+        tt = t[m] - i * dur
+        env = np.minimum(1, tt / 0.02) * np.exp(-tt * 1.5)
+        phase = 2 * np.pi * f0 * tt + 0.3 * np.sin(2 * np.pi * 5 * tt)
+        tone = sum(np.sin(k * phase) / k for k in range(1, int(8000 / f0)))
+        out[0, m] += 0.2 * env * tone
+        out[1, m] += 0.18 * env * tone
+    return out.astype(np.float32)
+
+
+def test_output_rate_on_request(tmp_path):
+    src = tmp_path / "in.wav"
+    sf.write(str(src), tone_mix(2, 44100, 2).T, 44100)
+    rep = process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY), OutputOptions(sample_rate=48000))
+    info = sf.info(str(tmp_path / "o.wav"))
+    assert info.samplerate == 48000 and info.frames == 96000
+    assert abs(rep["output_loudness"]["integrated_lufs"] + 14) < 0.2
+
+
+def test_progress_reaches_one_for_every_stage(tmp_path):
+    src = tmp_path / "in.wav"
+    sf.write(str(src), tone_mix(3, 22050, 1).T, 22050)
+    seen: dict[str, list[float]] = {}
+    rep = process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY),
+                       progress=lambda s, f: seen.setdefault(s, []).append(f), block_frames=4096)
+    ran = [s["name"] for s in rep["stages"] if not s["skipped"]]
+    assert set(seen) == set(ran)
+    for fractions in seen.values():
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_unavailable_stage_is_skipped_with_reason(tmp_path, monkeypatch):
+    class MissingWeights(Stage):
+        name = "denoise"
+        Config = load_registry()["denoise"].Config
+
+        def open(self, ctx):
+            raise StageUnavailable("weights not found in /nowhere")
+
+        def stream(self, blocks):
+            raise AssertionError("must not run")
+
+    monkeypatch.setitem(REGISTRY, "denoise", MissingWeights)
+    src = tmp_path / "in.wav"
+    sf.write(str(src), tone_mix(1, 22050, 1).T, 22050)
+    rep = process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY))
+    entry = next(s for s in rep["stages"] if s["name"] == "denoise")
+    assert entry["skipped"] and "weights not found" in entry["reason"]
+    assert any("weights not found" in w for w in rep["warnings"])
+    assert (tmp_path / "o.wav").exists()
+
+
+def test_failure_mid_stream_leaves_no_output(tmp_path, monkeypatch):
+    class Exploding(Stage):
+        name = "master"
+        Config = load_registry()["master"].Config
+
+        def stream(self, blocks):
+            for i, b in enumerate(blocks):
+                if i == 2:
+                    raise RuntimeError("disk on fire")
+                yield b
+
+    monkeypatch.setitem(REGISTRY, "master", Exploding)
+    src = tmp_path / "in.wav"
+    sf.write(str(src), tone_mix(3, 22050, 1).T, 22050)
+    with pytest.raises(RuntimeError):
+        process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY + ("denoise",)), block_frames=4096)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_presets_and_overrides():
+    cfg = stage_configs(ChainSettings(preset="broadcast", overrides={"loudness": {"target_lufs": -20}}))
+    assert cfg["loudness"].target_lufs == -20.0 and cfg["master"].comp_ratio == 3.0
+    for name in ("concert", "phone", "gentle", "broadcast"):
+        assert stage_configs(ChainSettings(preset=name))["loudness"].true_peak_dbtp == -1.0
