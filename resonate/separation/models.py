@@ -125,8 +125,10 @@ def load_model(name: str, models_dir: Path | None):
             raise StageUnavailable(
                 f"models folder {models_dir} does not exist. {how_to_get_weights(name, models_dir)}"
             )
-    if models_dir is not None:
-        missing = missing_files(name, models_dir)
+        try:
+            missing = missing_files(name, models_dir)
+        except (OSError, ModelLoadingError) as exc:      # unreadable folder, duplicate weights files
+            raise StageUnavailable(f"models folder {models_dir}: {exc}") from exc
         if missing:
             raise StageUnavailable(
                 f"Demucs weights for '{name}' are missing from {models_dir} ({missing}). "
@@ -137,9 +139,9 @@ def load_model(name: str, models_dir: Path | None):
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any loader failure means "skip separation"
         # Offline downloads fail with URLError or hub errors, a truncated file in torch.load,
         # a bad bag file in yaml; demucs itself may call sys.exit.
-        where = f"from {models_dir}" if models_dir is not None else "and could not be downloaded"
+        what = f"could not be loaded from {models_dir}" if models_dir is not None else "is not here and could not be downloaded"
         raise StageUnavailable(
-            f"Demucs model '{name}' could not be loaded {where}: {type(exc).__name__}: {exc}. "
+            f"Demucs model '{name}' {what} ({type(exc).__name__}: {exc}). "
             f"{how_to_get_weights(name, models_dir)}"
         ) from exc
     model.eval()

@@ -26,6 +26,8 @@ from demucs.apply import apply_model
 from resonate.audio.resample import StreamResampler
 from resonate.chunking import OverlapAdd
 
+OUT_BLOCK = 1 << 16          # frames per block handed downstream (the pipeline's own block size)
+
 
 @dataclass(frozen=True)
 class WindowPlan:
@@ -111,9 +113,16 @@ def separate_stream(
     windows = OverlapAdd(separate_window, plan.window, plan.overlap, fixed_shape=fixed_shape)
 
     mixes = to_model.stream(match_channels(b, model_channels) for b in blocks)
-    stems = (s.reshape(n_stems * model_channels, -1) for s in windows.stream(mixes))
+    stems = (s.reshape(n_stems * model_channels, -1) for s in _slices(windows.stream(mixes), OUT_BLOCK))
     for flat in from_model.stream(stems):
         yield match_channels(flat.reshape(n_stems, model_channels, -1), in_channels)
+
+
+def _slices(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Views of at most ``size`` frames: everything downstream of a window then works on small blocks."""
+    for b in blocks:
+        for i in range(0, b.shape[-1], size):
+            yield b[..., i: i + size]
 
 
 def exact_length(blocks: Iterable[np.ndarray], source: Counter, lead_shape: tuple[int, ...]) -> Iterator[np.ndarray]:
