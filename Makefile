@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install install-dev lint clean
+.PHONY: run test install install-dev system-test-deps lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,14 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 
-test: install-dev
+# The browser test drives Debian's Chromium; install it where we can (root + apt), otherwise
+# that one test skips and says why.
+system-test-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "note: chromium is not installed; the browser test will be skipped"
+
+test: install-dev system-test-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
