@@ -1,0 +1,23 @@
+"""Resonate's app: `make run` (or `streamlit run app.py`) serves it on http://127.0.0.1:8501.
+
+Only this file, ``pages/`` and ``resonate/ui/`` import Streamlit; the engine stays UI-free.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from resonate.ui.models import install_model_cache
+from resonate.ui.session import keep_widget_state
+
+st.set_page_config(page_title="Resonate", page_icon=":material/graphic_eq:", layout="wide")
+install_model_cache()
+keep_widget_state()
+
+pages = [
+    st.Page("pages/restore.py", title="Restore", icon=":material/graphic_eq:", default=True),
+    st.Page("pages/batch.py", title="Batch", icon=":material/library_music:"),
+    st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    st.Page("pages/about.py", title="About", icon=":material/info:"),
+]
+st.navigation(pages).run()

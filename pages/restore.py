@@ -1,0 +1,140 @@
+"""Restore: one recording in (upload, local path or the demo clip), a master and its views out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import streamlit as st
+
+from resonate.audio.io import output_suffix, probe
+from resonate.errors import ResonateError
+from resonate.stages import load_registry
+from resonate.ui.controls import Controls, build_settings
+from resonate.ui.results import download_name, show_result
+from resonate.ui.runner import format_seconds, run_job
+from resonate.ui.session import (
+    DEMO_CLIP,
+    load_prefs,
+    new_job_dir,
+    optional_path,
+    session_dir,
+    spool_upload,
+    zip_files,
+)
+
+UPLOAD_TYPES = ["wav", "mp3", "flac", "ogg"]
+RUNNING = "restore.running"
+
+
+def set_input(path: Path, name: str, kind: str) -> None:
+    st.session_state["restore.input"] = {"path": str(path), "name": name, "kind": kind}
+    st.session_state.pop("restore.result", None)
+    st.session_state.pop("restore.error", None)
+
+
+def use_demo() -> None:
+    set_input(DEMO_CLIP, DEMO_CLIP.name, "demo")
+
+
+def use_local_path() -> None:
+    text = st.session_state.get("restore.local_path", "").strip()
+    if text:
+        set_input(Path(text).expanduser(), Path(text).name, "local")
+
+
+def start_run() -> None:
+    st.session_state[RUNNING] = True
+    st.session_state.pop("restore.error", None)
+
+
+def choose_input(disabled: bool) -> None:
+    uploaded = st.file_uploader("Drop a concert recording (WAV, MP3, FLAC or OGG)", type=UPLOAD_TYPES,
+                                key="restore.upload", disabled=disabled)
+    if uploaded is not None and st.session_state.get("restore.upload_id") != uploaded.file_id:
+        # Spool to disk at once: the job, the plots and the player all read the file from there.
+        path = spool_upload(uploaded, session_dir() / "uploads" / uploaded.file_id[:12])
+        st.session_state["restore.upload_id"] = uploaded.file_id
+        set_input(path, uploaded.name, "upload")
+    current = st.session_state.get("restore.input")
+    if uploaded is None and current and current["kind"] == "upload":
+        st.session_state.pop("restore.input", None)
+        st.session_state.pop("restore.upload_id", None)
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    c1.text_input("…or the path of a file on this computer", key="restore.local_path", on_change=use_local_path,
+                  placeholder="/Users/me/Music/show.flac", disabled=disabled)
+    c2.button("Try the demo", on_click=use_demo, disabled=disabled, width="stretch",
+              help="A 30-second degraded audience recording made for Resonate (see About)")
+
+
+def describe_input() -> float | None:
+    """One line about the chosen recording; its duration, or None when there is none (or it is bad)."""
+    current = st.session_state.get("restore.input")
+    if not current:
+        st.info("Choose a recording above, or try the demo clip.")
+        return None
+    try:
+        info = probe(current["path"])
+    except ResonateError as exc:
+        st.error(str(exc))
+        return None
+    channels = {1: "mono", 2: "stereo"}.get(info.channels, f"{info.channels} channels")
+    st.markdown(f"**{current['name']}** · {format_seconds(info.seconds)} · {info.sample_rate / 1000:g} kHz · {channels}")
+    return info.seconds
+
+
+def run(settings, output) -> None:
+    current = st.session_state["restore.input"]
+    prefs = load_prefs()
+    src = Path(current["path"])
+    job = new_job_dir("restore")
+    dst = job / download_name(current["name"], output_suffix(output.format))
+    separating = "separate" in load_registry() and "separate" not in settings.skip
+    stems_dir = job / "stems" if separating else None
+    report, error = run_job(src, dst, settings, output, prefs, stems_dir=stems_dir)
+    if report is None:
+        st.session_state["restore.error"] = f"Could not restore {current['name']}: {error}"
+        return
+    (job / "report.json").write_text(json.dumps(report, indent=2))
+    stems = sorted(p for p in stems_dir.iterdir() if p.is_file()) if stems_dir and stems_dir.is_dir() else []
+    saved = None
+    out_dir = optional_path(prefs.output_dir)
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            saved = str(shutil.copy2(dst, out_dir / dst.name))
+        except OSError as exc:
+            st.warning(f"could not copy the master to {out_dir}: {exc}")
+    label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
+    st.session_state["restore.result"] = {
+        "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
+        "stems": [str(p) for p in stems], "stems_zip": str(zip_files(stems, job / "stems.zip")) if stems else None,
+        "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "job_dir": str(job),
+    }
+
+
+def main() -> None:
+    st.title("Restore")
+    running = bool(st.session_state.get(RUNNING, False))
+    choose_input(running)
+    duration = describe_input()
+    settings, output = build_settings(Controls("restore", disabled=running), duration)
+    ready = settings is not None and duration is not None
+    st.button("Run", type="primary", on_click=start_run, disabled=running or not ready, key="restore.run")
+    if running:
+        try:
+            if ready:
+                run(settings, output)
+        finally:
+            # Also when the run is interrupted (page change, stop): the controls must come back.
+            st.session_state[RUNNING] = False
+        st.rerun()
+    if st.session_state.get("restore.error"):
+        st.error(st.session_state["restore.error"])
+    result = st.session_state.get("restore.result")
+    if result:
+        show_result(result, "restore")
+
+
+main()

@@ -1,0 +1,278 @@
+"""Preset picker, per-stage controls and output options, built from the stages' config dataclasses.
+
+A stage's expander appears when the engine's registry offers that stage. The first controls in
+each expander are the ones people reach for (tabulated in ``FIELDS``); every other field of the
+config dataclass is rendered generically under "Advanced", so a new engine setting shows up in
+the app without UI code. Widget values start from the chosen preset and are handed to the engine
+as overrides on top of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from resonate.audio.io import BIT_DEPTHS, MP3_BITRATES
+from resonate.config import config_to_dict
+from resonate.errors import ResonateError
+from resonate.pipeline import ChainSettings, OutputOptions, stage_configs
+from resonate.presets import load_preset, preset_names
+from resonate.stages import STAGE_ORDER, load_registry
+
+MAX_EQ_BANDS = 4
+STAGE_TITLES = {
+    "separate": "Separate (Demucs stems)",
+    "denoise": "Denoise",
+    "restore": "Restore (learned model)",
+    "master": "Master (EQ, compressor, limiter)",
+    "loudness": "Loudness",
+}
+
+
+@dataclass(frozen=True)
+class Slider:
+    label: str
+    lo: float
+    hi: float
+    step: float
+    help: str | None = None
+
+
+# The headline controls of each stage; anything not listed here is under "Advanced".
+FIELDS: dict[str, dict[str, Slider | None]] = {
+    "separate": {"model": None, "preset": None, "gains_db": None, "denoise": None},
+    "denoise": {
+        "strength": Slider("Strength", 0.0, 1.0, 0.05, "0 = off, 1 = full spectral gating"),
+        "stationary": None,
+        "noise_start_s": None, "noise_end_s": None,
+    },
+    "restore": {"strength": Slider("Restoration strength (wet/dry)", 0.0, 1.0, 0.05,
+                                   "0 = original, 1 = fully restored")},
+    "master": {
+        "highpass_hz": None,
+        "low_shelf_hz": Slider("Low shelf (Hz)", 40.0, 400.0, 5.0),
+        "low_shelf_db": Slider("Low shelf gain (dB)", -12.0, 12.0, 0.5),
+        "high_shelf_hz": Slider("High shelf (Hz)", 2000.0, 16000.0, 100.0),
+        "high_shelf_db": Slider("High shelf gain (dB)", -12.0, 12.0, 0.5),
+        "bands": None,
+        "compressor": None,
+        "comp_threshold_db": Slider("Compressor threshold (dB)", -40.0, 0.0, 0.5),
+        "comp_ratio": Slider("Compressor ratio", 1.0, 10.0, 0.1),
+        "comp_attack_ms": Slider("Attack (ms)", 0.5, 100.0, 0.5),
+        "comp_release_ms": Slider("Release (ms)", 10.0, 1000.0, 10.0),
+        "makeup_db": Slider("Make-up gain (dB)", -6.0, 12.0, 0.5),
+        "limiter": None,
+        "limiter_threshold_db": Slider("Limiter ceiling (dB)", -12.0, 0.0, 0.1),
+    },
+    "loudness": {
+        "target_lufs": Slider("Target loudness (LUFS)", -30.0, -6.0, 0.5, "-14 streaming, -16 podcasts, -23 EBU R128"),
+        "true_peak_dbtp": Slider("True-peak ceiling (dBTP)", -6.0, 0.0, 0.1),
+    },
+}
+
+
+class Controls:
+    """Widgets for one page (``scope`` keeps the Restore and Batch pages' widgets apart)."""
+
+    def __init__(self, scope: str, disabled: bool = False):
+        self.scope, self.disabled = scope, disabled
+
+    def key(self, *parts: str) -> str:
+        return ".".join((self.scope, "cfg", *parts))
+
+    def _initial(self, key: str, value: Any) -> dict[str, Any]:
+        # A value kept in session state (e.g. after visiting another page) wins over the preset's.
+        return {} if key in st.session_state else {"value": value}
+
+    # -- preset
+
+    def preset(self) -> str:
+        names = preset_names()
+        key = f"{self.scope}.preset"
+        preset = st.selectbox("Preset", names, key=key, disabled=self.disabled,
+                              format_func=lambda n: n.replace("_", " ").capitalize())
+        loaded_key = f"{self.scope}.preset_loaded"
+        if st.session_state.get(loaded_key) != preset:
+            # A new preset: every stage control starts again from its values.
+            for k in [k for k in st.session_state if str(k).startswith(f"{self.scope}.cfg.")]:
+                del st.session_state[k]
+            st.session_state[loaded_key] = preset
+        description = load_preset(preset).get("description")
+        if description:
+            st.caption(description)
+        return preset
+
+    # -- stages
+
+    def stages(self, preset: str, duration_s: float | None = None) -> ChainSettings:
+        """Every available stage's expander; returns the chosen settings (validated by the engine)."""
+        registry = load_registry()
+        base = stage_configs(ChainSettings(preset))
+        preset_skip = set(load_preset(preset).get("skip", []))
+        overrides: dict[str, dict[str, Any]] = {}
+        skip: list[str] = []
+        for name in STAGE_ORDER:
+            if name not in registry:
+                continue
+            with st.expander(STAGE_TITLES.get(name, name.capitalize())):
+                key = self.key(name, "bypass")
+                if st.toggle("Bypass", key=key, disabled=self.disabled, **self._initial(key, name in preset_skip)):
+                    skip.append(name)
+                overrides[name] = self._stage(name, base[name], duration_s)
+        return ChainSettings(preset, overrides, tuple(skip))
+
+    def _stage(self, stage: str, config: Any, duration_s: float | None) -> dict[str, Any]:
+        headline = FIELDS.get(stage, {})
+        values: dict[str, Any] = {}
+        special = getattr(self, f"_{stage}_special", None)
+        if special is not None:
+            values.update(special(config, duration_s))
+        hints = typing.get_type_hints(type(config))
+        for f in dataclasses.fields(config):
+            if f.name in headline and f.name not in values:
+                values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name), headline[f.name])
+        rest = [f for f in dataclasses.fields(config) if f.name not in headline]
+        if rest:
+            advanced_key = self.key(stage, "advanced")
+            if st.toggle("Advanced", key=advanced_key, disabled=self.disabled, **self._initial(advanced_key, False)):
+                for f in rest:
+                    values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name), None)
+        return values
+
+    def _field(self, stage: str, name: str, hint: Any, value: Any, spec: Slider | None) -> Any:
+        key = self.key(stage, name)
+        label = spec.label if spec else name.replace("_", " ").capitalize()
+        kw = dict(key=key, disabled=self.disabled, help=spec.help if spec else None)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+        core = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+        if core is bool:
+            return st.toggle(label, **kw, **self._initial(key, bool(value)))
+        if spec is not None and core in (int, float) and value is not None:
+            v = min(max(float(value), spec.lo), spec.hi)
+            return st.slider(label, spec.lo, spec.hi, step=spec.step, **kw, **self._initial(key, v))
+        if core is int:
+            return st.number_input(label, step=1, **kw, **self._initial(key, value))
+        if core is float:
+            # None is a valid choice for optional numbers: an empty box.
+            return st.number_input(label, format="%g", **kw, **self._initial(key, None if value is None else float(value)))
+        if core is str:
+            return st.text_input(label, **kw, **self._initial(key, value or ""))
+        # Structured fields without a dedicated control keep the preset's value.
+        return config_to_dict(value) if dataclasses.is_dataclass(value) else value
+
+    # -- stage-specific controls
+
+    def _separate_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
+        from resonate.separation.models import MODEL_NAMES
+        from resonate.separation.remix import PRESETS, resolve_settings
+        from resonate.separation.testing import FOUR_STEMS, SIX_STEMS
+
+        key = self.key("separate", "model")
+        model = st.selectbox("Demucs model", MODEL_NAMES, key=key, disabled=self.disabled,
+                             help="htdemucs_ft is about 4x slower and a little better; htdemucs_6s adds guitar and piano",
+                             **self._initial_index(key, MODEL_NAMES, config.model))
+        key = self.key("separate", "preset")
+        names = list(PRESETS)
+        stem_preset = st.selectbox("Stem treatment", names, key=key, disabled=self.disabled,
+                                   **self._initial_index(key, names, config.preset))
+        sources = SIX_STEMS if model.endswith("_6s") else FOUR_STEMS
+        start = resolve_settings(sources, stem_preset, config.gains_db if config.preset == stem_preset else {},
+                                 config.denoise if config.preset == stem_preset else {})
+        gains, gates = {}, {}
+        st.caption("Per-stem gain (dB) and gating strength")
+        for stem in sources:
+            c1, c2 = st.columns(2)
+            gkey, dkey = self.key("separate", stem_preset, stem, "gain"), self.key("separate", stem_preset, stem, "gate")
+            gains[stem] = c1.slider(f"{stem} gain (dB)", -24.0, 12.0, step=0.5, key=gkey, disabled=self.disabled,
+                                    **self._initial(gkey, float(start[stem].gain_db)))
+            gates[stem] = c2.slider(f"{stem} denoise", 0.0, 1.0, step=0.05, key=dkey, disabled=self.disabled,
+                                    **self._initial(dkey, float(start[stem].denoise)))
+        return {"model": model, "preset": stem_preset, "gains_db": gains, "denoise": gates}
+
+    def _initial_index(self, key: str, options, value) -> dict[str, Any]:
+        if key in st.session_state:
+            return {}
+        return {"index": list(options).index(value) if value in options else 0}
+
+    def _denoise_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
+        key = self.key("denoise", "use_region")
+        use = st.toggle("Learn the noise from a chosen region", key=key, disabled=self.disabled,
+                        help="Pick a stretch with only noise (crowd, hiss), e.g. before the music starts. "
+                             "Off: the quietest stretch of the recording is used.",
+                        **self._initial(key, config.noise_start_s is not None))
+        if not use:
+            return {"noise_start_s": None, "noise_end_s": None}
+        key = self.key("denoise", "region")
+        top = float(duration_s) if duration_s else 600.0
+        lo, hi = config.noise_start_s or 0.0, config.noise_end_s or min(2.0, top)
+        start, end = st.slider("Noise region (s)", 0.0, top, step=0.1, key=key, disabled=self.disabled,
+                               **self._initial(key, (min(lo, top), min(hi, top))))
+        return {"noise_start_s": float(start), "noise_end_s": float(end)}
+
+    def _master_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
+        key = self.key("master", "highpass_on")
+        on = st.toggle("High-pass filter", key=key, disabled=self.disabled,
+                       **self._initial(key, config.highpass_hz is not None))
+        highpass = None
+        if on:
+            key = self.key("master", "highpass_hz")
+            highpass = st.slider("High-pass (Hz)", 10.0, 300.0, step=1.0, key=key, disabled=self.disabled,
+                                 **self._initial(key, float(config.highpass_hz or 30.0)))
+        st.caption("EQ bands (peaking)")
+        bands = []
+        for i in range(MAX_EQ_BANDS):
+            preset_band = config.bands[i] if i < len(config.bands) else None
+            c0, c1, c2, c3 = st.columns([1, 2, 2, 2])
+            on_key = self.key("master", f"band{i}", "on")
+            if not c0.checkbox(f"Band {i + 1}", key=on_key, disabled=self.disabled,
+                               **self._initial(on_key, preset_band is not None)):
+                continue
+            fk, gk, qk = (self.key("master", f"band{i}", p) for p in ("freq", "gain", "q"))
+            freq = c1.number_input("Freq (Hz)", 20.0, 20000.0, key=fk, disabled=self.disabled,
+                                   **self._initial(fk, float(preset_band.freq_hz if preset_band else 1000.0)))
+            gain = c2.number_input("Gain (dB)", -18.0, 18.0, step=0.5, key=gk, disabled=self.disabled,
+                                   **self._initial(gk, float(preset_band.gain_db if preset_band else 0.0)))
+            q = c3.number_input("Q", 0.1, 10.0, step=0.1, key=qk, disabled=self.disabled,
+                                **self._initial(qk, float(preset_band.q if preset_band else 1.0)))
+            bands.append({"freq_hz": freq, "gain_db": gain, "q": q})
+        return {"highpass_hz": highpass, "bands": bands}
+
+    # -- output
+
+    def output(self) -> OutputOptions:
+        with st.expander("Output format"):
+            key = self.key("output", "format")
+            fmt = st.radio("Format", ("wav", "mp3"), key=key, horizontal=True, disabled=self.disabled,
+                           format_func=str.upper)
+            bit_depth, bitrate = "24", 320
+            if fmt == "wav":
+                key = self.key("output", "bit_depth")
+                bit_depth = st.radio("Bit depth", BIT_DEPTHS, key=key, horizontal=True, disabled=self.disabled,
+                                     format_func=lambda b: "32-bit float" if b == "32f" else f"{b}-bit",
+                                     **self._initial_index(key, BIT_DEPTHS, "24"))
+            else:
+                key = self.key("output", "mp3_bitrate")
+                bitrate = st.select_slider("MP3 bitrate (kb/s)", MP3_BITRATES, key=key, disabled=self.disabled,
+                                           **self._initial(key, 320))
+            key = self.key("output", "sample_rate")
+            rate = st.selectbox("Sample rate", (None, 44100, 48000, 96000), key=key, disabled=self.disabled,
+                                format_func=lambda r: "Same as input" if r is None else f"{r / 1000:g} kHz")
+        return OutputOptions(format=fmt, bit_depth=bit_depth, mp3_bitrate=bitrate, sample_rate=rate)
+
+
+def build_settings(controls: Controls, duration_s: float | None) -> tuple[ChainSettings | None, OutputOptions]:
+    """All of a page's processing controls; settings are None (with the reason shown) when invalid."""
+    preset = controls.preset()
+    settings = controls.stages(preset, duration_s)
+    output = controls.output()
+    try:
+        stage_configs(settings)         # the engine's own validation, before anything runs
+    except ResonateError as exc:
+        st.error(str(exc))
+        return None, output
+    return settings, output

@@ -1,0 +1,84 @@
+"""Plotly figures for the results: waveform overview, spectrograms, stems.
+
+The figures are built from the bounded summaries in :mod:`resonate.ui.analysis`; the summaries
+are cached per (file, modification time) with ``st.cache_data`` (a few thousand numbers each,
+never the audio itself).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from resonate.ui.analysis import Envelope, Spectrogram, envelope, spectrogram
+
+BEFORE_COLOUR = "rgba(128, 132, 149, 0.55)"
+AFTER_COLOUR = "rgba(255, 75, 75, 0.55)"
+
+
+def _stamp(path: str | os.PathLike) -> tuple[str, float, int]:
+    st_ = os.stat(path)
+    return str(path), st_.st_mtime, st_.st_size
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cached_envelope(stamp: tuple[str, float, int]) -> Envelope:
+    return envelope(stamp[0])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _cached_spectrogram(stamp: tuple[str, float, int]) -> Spectrogram:
+    return spectrogram(stamp[0])
+
+
+def file_envelope(path) -> Envelope:
+    return _cached_envelope(_stamp(path))
+
+
+def file_spectrogram(path) -> Spectrogram:
+    return _cached_spectrogram(_stamp(path))
+
+
+def _band(env: Envelope, name: str, colour: str) -> go.Scatter:
+    """The min/max envelope as one filled polygon: 2 x points vertices."""
+    x = np.concatenate([env.times, env.times[::-1]])
+    y = np.concatenate([env.highs, env.lows[::-1]])
+    return go.Scatter(x=x, y=y, name=name, fill="toself", fillcolor=colour, mode="lines",
+                      line=dict(width=0.5, color=colour), hoverinfo="skip")
+
+
+def waveform_figure(before: Envelope, after: Envelope) -> go.Figure:
+    fig = go.Figure([_band(before, "Original", BEFORE_COLOUR), _band(after, "Restored", AFTER_COLOUR)])
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Waveform",
+                      xaxis_title="time (s)", yaxis=dict(range=[-1.05, 1.05], title="amplitude"),
+                      legend=dict(orientation="h", y=1.12, x=0.2, xanchor="left"))
+    return fig
+
+
+def spectrogram_figure(before: Spectrogram, after: Spectrogram) -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Original", "Restored"))
+    top = max(float(before.db.max(initial=-120)), float(after.db.max(initial=-120)))
+    for row, spec in ((1, before), (2, after)):
+        fig.add_trace(go.Heatmap(x=spec.times, y=spec.freqs, z=spec.db, zmin=top - 90, zmax=top,
+                                 colorscale="Magma", colorbar=dict(title="dB", len=0.9),
+                                 showscale=row == 1, hovertemplate="%{x:.1f} s · %{y:.0f} Hz · %{z:.0f} dB"),
+                      row=row, col=1)
+        fig.update_yaxes(type="log", title_text="Hz", row=row, col=1)
+    fig.update_xaxes(title_text="time (s)", row=2, col=1)
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=10), title="Spectrogram")
+    return fig
+
+
+def stems_figure(envelopes: dict[str, Envelope]) -> go.Figure:
+    fig = make_subplots(rows=len(envelopes), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=list(envelopes))
+    for row, (name, env) in enumerate(envelopes.items(), start=1):
+        fig.add_trace(_band(env, name, AFTER_COLOUR), row=row, col=1)
+        fig.update_yaxes(range=[-1.05, 1.05], showticklabels=False, row=row, col=1)
+    fig.update_layout(height=110 * len(envelopes) + 40, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    return fig

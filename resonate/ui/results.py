@@ -1,0 +1,142 @@
+"""The results of a restore job: notices, loudness before/after, plots, A/B player, downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from resonate.audio.io import probe, sanitize_filename
+from resonate.ui import abplayer
+from resonate.ui.plots import (
+    file_envelope,
+    file_spectrogram,
+    spectrogram_figure,
+    stems_figure,
+    waveform_figure,
+)
+from resonate.ui.runner import format_seconds, notice
+
+AB_HEIGHT_PX = 110
+MIME = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".zip": "application/zip"}
+LOUDNESS_ROWS = (
+    ("integrated_lufs", "Integrated loudness (LUFS)"),
+    ("loudness_range_lu", "Loudness range (LU)"),
+    ("true_peak_dbtp", "True peak (dBTP)"),
+    ("sample_peak_dbfs", "Sample peak (dBFS)"),
+    ("clipped_samples", "Clipped samples"),
+)
+
+
+def loudness_table(report: dict[str, Any]) -> pd.DataFrame:
+    before, after = report["input_loudness"], report["output_loudness"]
+    return pd.DataFrame(
+        {"Original": [before.get(k) for k, _ in LOUDNESS_ROWS], "Restored": [after.get(k) for k, _ in LOUDNESS_ROWS]},
+        index=[label for _, label in LOUDNESS_ROWS],
+    )
+
+
+def stage_table(report: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for s in report["stages"]:
+        rows.append({"stage": s["name"], "seconds": s["seconds"], "real-time factor": s["rtf"],
+                     "status": f"skipped: {s.get('reason', '')}" if s["skipped"] else "ran"})
+    return pd.DataFrame(rows)
+
+
+def download_name(input_name: str, suffix: str, tag: str = "restored") -> str:
+    return f"{sanitize_filename(Path(input_name).stem, 'recording')}-{tag}{suffix}"
+
+
+def _reader(path: Path):
+    # Deferred: the file is read only when the user clicks, not on every rerun.
+    return lambda: path.read_bytes()
+
+
+def _stamp(path) -> tuple[str, float]:
+    return str(path), os.stat(path).st_mtime
+
+
+@st.cache_data(max_entries=2, show_spinner="Preparing the A/B excerpts…")
+def _player(original: tuple[str, float], restored: tuple[str, float], start_s: float, seconds: float) -> str:
+    excerpt = abplayer.level_matched_excerpts(original[0], restored[0], start_s, seconds)
+    return abplayer.player_html(excerpt, AB_HEIGHT_PX)
+
+
+def ab_player(original: Path, restored: Path, key: str) -> None:
+    duration = probe(original).seconds
+    if duration > abplayer.MIN_EXCERPT_S:
+        c1, c2 = st.columns(2)
+        length = c1.slider("Excerpt length (s)", abplayer.MIN_EXCERPT_S, min(abplayer.MAX_EXCERPT_S, duration),
+                           value=abplayer.MIN_EXCERPT_S, step=5.0, key=f"{key}.ab_length") \
+            if duration > abplayer.MIN_EXCERPT_S + 5 else abplayer.MIN_EXCERPT_S
+        latest = max(0.0, duration - length)
+        start = c2.slider("Excerpt start (s)", 0.0, latest, value=round(latest / 2), step=1.0,
+                          key=f"{key}.ab_start") if latest >= 1 else 0.0
+    else:
+        start, length = 0.0, duration
+    start, length = abplayer.excerpt_bounds(duration, start, length)
+    embed_html(_player(_stamp(original), _stamp(restored), start, length), AB_HEIGHT_PX + 10)
+
+
+def embed_html(html: str, height: int) -> None:
+    """A scripted HTML component: ``st.iframe`` where this Streamlit has it, else components.html."""
+    if hasattr(st, "iframe"):
+        st.iframe(html, height=height)
+    else:
+        import streamlit.components.v1 as components
+
+        components.html(html, height=height)
+
+
+def show_result(result: dict[str, Any], key: str = "restore") -> None:
+    report = result["report"]
+    original, restored = Path(result["input"]), Path(result["output"])
+    if not restored.exists():
+        st.info("The results of the last run are gone (the session folder was cleared). Run again.")
+        return
+    for msg in report.get("warnings", []):
+        st.warning(notice(msg))
+
+    st.subheader("Result")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Length", format_seconds(report["seconds"]))
+    m2.metric("Processing time", f"{report['elapsed_seconds']:.1f} s")
+    m3.metric("Real-time factor", f"{report['rtf']:.2f}" if report.get("rtf") is not None else "–")
+    out = report["output_loudness"]
+    m4.metric("Loudness", f"{out['integrated_lufs']} LUFS" if out.get("integrated_lufs") is not None else "–")
+
+    st.markdown("**A/B: original vs restored, at matched loudness**")
+    ab_player(original, restored, key)
+
+    tabs = st.tabs(["Waveform", "Spectrogram", "Loudness", "Stems", "Stages"])
+    with tabs[0]:
+        st.plotly_chart(waveform_figure(file_envelope(original), file_envelope(restored)), width="stretch")
+    with tabs[1]:
+        st.plotly_chart(spectrogram_figure(file_spectrogram(original), file_spectrogram(restored)), width="stretch")
+    with tabs[2]:
+        st.table(loudness_table(report))
+    with tabs[3]:
+        stems = [Path(p) for p in result.get("stems", []) if Path(p).exists()]
+        if stems:
+            st.plotly_chart(stems_figure({p.stem.rsplit("-", 1)[-1]: file_envelope(p) for p in stems}),
+                            width="stretch")
+        else:
+            st.caption("No stems: the separate stage did not run for this job.")
+    with tabs[4]:
+        st.dataframe(stage_table(report), hide_index=True, width="stretch")
+
+    name = result["input_name"]
+    c1, c2 = st.columns(2)
+    c1.download_button(f"Download master ({result['format_label']})", _reader(restored),
+                       file_name=download_name(name, restored.suffix), mime=MIME.get(restored.suffix),
+                       on_click="ignore", type="primary", key=f"{key}.dl_master")
+    if result.get("stems_zip"):
+        c2.download_button("Download stems (zip)", _reader(Path(result["stems_zip"])),
+                           file_name=download_name(name, ".zip", "stems"), mime=MIME[".zip"],
+                           on_click="ignore", key=f"{key}.dl_stems")
+    if result.get("saved_copy"):
+        st.caption(f"A copy of the master was saved to {result['saved_copy']}")
