@@ -1,0 +1,109 @@
+"""The app in a real browser: served on a free loopback port, loaded in headless Chromium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` packages (never a downloaded browser) and the
+selenium package from requirements-dev.txt; skipped, with the reason, where they are absent.
+The screenshot lands in ``$RESONATE_ARTIFACTS_DIR`` (default: ``artifacts/`` in the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip("headless Chromium is not installed here (Debian packages chromium and chromium-driver)",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+START_TIMEOUT_S = 60
+RENDER_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(tmp_path):
+    port = free_port()
+    env = {**os.environ, "RESONATE_APP_CONFIG": str(tmp_path / "app.json"),
+           "RESONATE_SESSIONS_DIR": str(tmp_path / "sessions"), "RESONATE_CACHE_DIR": str(tmp_path / "cache")}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1100"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_restore_page_renders_in_chromium(served_app, browser):
+    browser.get(served_app)
+
+    def demo_button(d):
+        return [b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Try the demo"]
+
+    # The demo button is drawn after the uploader, so once it is there the script got past it.
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(demo_button)
+    uploader = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stFileUploader"]')
+    assert uploader and "Drop a concert recording" in uploader[0].text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert browser.title == "Resonate"
+
+    artifacts = Path(os.environ.get("RESONATE_ARTIFACTS_DIR", ROOT / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "app_restore_page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
