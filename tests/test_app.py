@@ -104,6 +104,7 @@ def test_upload_with_separation_gives_stems_and_mp3(app_env, tmp_path):
 
     result = at.session_state["restore.result"]
     assert Path(result["output"]).name == "my show-restored.mp3"
+    assert probe(result["output"]).seconds == pytest.approx(4.0, abs=0.06)     # a playable MP3
     assert [Path(p).stem.rsplit("-", 1)[-1] for p in result["stems"]] == ["bass", "drums", "other", "vocals"]
     assert len(at.get("plotly_chart")) == 3                      # waveform, spectrogram, stems
     labels = [d.label for d in at.get("download_button")]
@@ -124,3 +125,13 @@ def test_batch_processes_two_files(app_env):
     assert all(r["LUFS after"] == pytest.approx(-14.0, abs=0.5) for r in rows)
     assert [d.label for d in at.get("download_button")] == ["Download all (zip)"]
     assert np.isfinite(at.dataframe[0].value["time (s)"]).all()
+
+
+def test_choosing_a_preset_sets_the_stage_controls(app_env):
+    at = started()
+    target = widget(at, "slider", "restore.cfg.loudness.target_lufs")
+    assert target.value == -14.0
+    target.set_value(-18.0).run()
+    widget(at, "selectbox", "restore.preset").set_value("broadcast").run()
+    assert widget(at, "slider", "restore.cfg.loudness.target_lufs").value == -23.0
+    assert not at.exception

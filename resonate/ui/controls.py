@@ -25,6 +25,9 @@ from resonate.presets import load_preset, preset_names
 from resonate.stages import STAGE_ORDER, load_registry
 
 MAX_EQ_BANDS = 4
+# The stems each Demucs model produces (htdemucs and htdemucs_ft: four; htdemucs_6s: six).
+FOUR_STEMS = ("drums", "bass", "other", "vocals")
+SIX_STEMS = (*FOUR_STEMS, "guitar", "piano")
 STAGE_TITLES = {
     "separate": "Separate (Demucs stems)",
     "denoise": "Denoise",
@@ -98,8 +101,10 @@ class Controls:
                               format_func=lambda n: n.replace("_", " ").capitalize())
         loaded_key = f"{self.scope}.preset_loaded"
         if st.session_state.get(loaded_key) != preset:
-            # A new preset: every stage control starts again from its values.
-            for k in [k for k in st.session_state if str(k).startswith(f"{self.scope}.cfg.")]:
+            # A new preset: every stage control starts again from its values (the output format stays).
+            stale = [k for k in st.session_state if str(k).startswith(f"{self.scope}.cfg.")
+                     and not str(k).startswith(self.key("output"))]
+            for k in stale:
                 del st.session_state[k]
             st.session_state[loaded_key] = preset
         description = load_preset(preset).get("description")
@@ -170,7 +175,6 @@ class Controls:
     def _separate_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
         from resonate.separation.models import MODEL_NAMES
         from resonate.separation.remix import PRESETS, resolve_settings
-        from resonate.separation.testing import FOUR_STEMS, SIX_STEMS
 
         key = self.key("separate", "model")
         model = st.selectbox("Demucs model", MODEL_NAMES, key=key, disabled=self.disabled,
