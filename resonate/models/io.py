@@ -1,0 +1,58 @@
+"""Saving and loading restore-model weights as safetensors (never pickle).
+
+The model's config travels in the file's metadata as JSON, so a weights file is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from resonate.errors import ResonateError
+from resonate.models.unet import RestoreUNet, RestoreUNetConfig
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "restore_unet.safetensors"
+
+
+def save_weights(model: RestoreUNet, path: str | Path, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "resonate-restore-unet/1", "config": json.dumps(model.config.to_dict())}
+    for k, v in (extra or {}).items():
+        metadata[k] = v if isinstance(v, str) else json.dumps(v)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_model(path: str | Path = DEFAULT_WEIGHTS, device: torch.device | str = "cpu") -> RestoreUNet:
+    path = Path(path)
+    if not path.exists():
+        raise ResonateError(f"restore model weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if "config" not in meta:
+                raise ResonateError(f"{path.name} is not a Resonate restore model (no config in its metadata)")
+            config = RestoreUNetConfig.from_dict(json.loads(meta["config"]))
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except ResonateError:
+        raise
+    except Exception as exc:  # corrupt or foreign file: one line for the user
+        raise ResonateError(f"cannot read restore model weights {path.name}: {exc}") from exc
+    model = RestoreUNet(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ResonateError(f"{path.name} does not match the restore model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return model.eval().to(device)

@@ -1,0 +1,140 @@
+"""Command-line entry points for the restore model: build-data, prepare-real, train, evaluate.
+
+`python -m resonate train|evaluate` uses `add_*_arguments` / `run_*`; all four are also reachable
+as `python -m resonate.train.commands <command>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+from resonate.device import DEVICE_CHOICES, pick_device
+from resonate.errors import ResonateError
+from resonate.models.io import DEFAULT_WEIGHTS
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML training config (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
+    parser.add_argument("--out-dir", help="override the config's out_dir")
+    parser.add_argument("--max-steps", type=int, help="override optim.max_steps")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from resonate.train.loop import load_config, train
+
+    overrides = {"out_dir": args.out_dir} if args.out_dir else {}
+    cfg = load_config(args.config, overrides)
+    if args.max_steps is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, optim=replace(cfg.optim, max_steps=args.max_steps))
+    result = train(cfg, resume=args.resume)
+    print(json.dumps(result))
+    return 0
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(DEFAULT_WEIGHTS), help="restore weights (.safetensors)")
+    parser.add_argument("--data", required=True, help="folder of {song}_0.wav (clean) and {song}_{k}.wav pairs")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--align", action="store_true", help="align every pair first (real recordings)")
+    parser.add_argument("--max-clips", type=int, default=0)
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--json", help="also write the summary and per-clip figures to this file")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from resonate.train.evaluate import evaluate_folder, format_table, summary
+
+    results = evaluate_folder(args.model, args.data, pick_device(args.device), align=args.align,
+                              max_clips=args.max_clips, strength=args.strength)
+    print(format_table(results))
+    s = summary(results)
+    print(f"mean SI-SDR gain: model {s['si_sdr_gain_model']:+.2f} dB, noisereduce {s['si_sdr_gain_noisereduce']:+.2f} dB; "
+          f"LSD input {s['lsd_input']:.2f} / model {s['lsd_model']:.2f} / noisereduce {s['lsd_noisereduce']:.2f} dB; "
+          f"clean passthrough SI-SDR min {s['clean_passthrough_si_sdr_min']:.1f} dB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": s, "clips": [asdict(r) for r in results]}, indent=2))
+    return 0
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML data-build config (see configs/)")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from resonate.train.build import BuildConfig, build
+
+    raw = yaml.safe_load(Path(args.config).read_text()) or {}
+    cfg = BuildConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
+    print(json.dumps(build(cfg)))
+    return 0
+
+
+def add_prepare_real_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder of {song}_0.wav masters and {song}_{k}.wav recordings")
+    parser.add_argument("--out", required=True, help="where aligned segment pairs are written")
+    parser.add_argument("--segment-seconds", type=float, default=4.0)
+    parser.add_argument("--min-confidence", type=float, default=0.05)
+
+
+def run_prepare_real(args: argparse.Namespace) -> int:
+    """Align each real pair and cut it into segment pairs in the training folder format."""
+    from resonate.train.align import align_pair
+    from resonate.train.dataset import find_pairs, load_pair
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for pair in find_pairs(args.input):
+        clean, rec, sr = load_pair(pair)
+        if rec.shape[0] != clean.shape[0]:
+            rec = np.repeat(rec.mean(axis=0, keepdims=True), clean.shape[0], axis=0)
+        clean, rec, al = align_pair(clean, rec, sr)
+        if al.confidence < args.min_confidence:
+            print(f"skip {pair.recording.name}: alignment confidence {al.confidence:.3f}")
+            continue
+        print(f"{pair.recording.name}: offset {al.offset_s:+.3f} s, drift {al.drift * 1e6:+.0f} ppm, "
+              f"confidence {al.confidence:.2f}")
+        seg = int(args.segment_seconds * sr)
+        for j in range(clean.shape[-1] // seg):
+            name = f"{pair.recording.stem}s{j:03d}"
+            sf.write(out / f"{name}_0.wav", clean[:, j * seg:(j + 1) * seg].T, sr, subtype="FLOAT")
+            sf.write(out / f"{name}_1.wav", rec[:, j * seg:(j + 1) * seg].T, sr, subtype="FLOAT")
+            written += 1
+    print(f"{written} aligned segment pairs in {out}")
+    return 0
+
+
+COMMANDS = {
+    "build-data": (add_build_arguments, run_build, "render music, synthesise crowds and rooms, write pairs"),
+    "prepare-real": (add_prepare_real_arguments, run_prepare_real, "align real concert/studio pairs into segments"),
+    "train": (add_train_arguments, run_train, "train the restore model from a YAML config"),
+    "evaluate": (add_evaluate_arguments, run_evaluate, "SI-SDR / LSD of the model vs input and noisereduce"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resonate.train.commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, _, help_text) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except ResonateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""Training loss: compressed-magnitude L1 + compressed-complex L1 (phase-aware) + multi-resolution STFT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import auraloss
+import torch
+from torch import nn
+
+from resonate.models.spectral import compress, stft
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    magnitude: float = 1.0
+    complex: float = 1.0
+    mrstft: float = 0.5
+
+
+class RestoreLoss(nn.Module):
+    def __init__(self, n_fft: int, hop: int, power: float, weights: LossWeights = LossWeights()):
+        super().__init__()
+        self.n_fft, self.hop, self.power, self.weights = n_fft, hop, power, weights
+        self.mrstft = auraloss.freq.MultiResolutionSTFTLoss(
+            fft_sizes=[256, 1024, 2048], hop_sizes=[64, 256, 512], win_lengths=[256, 1024, 2048])
+
+    def forward(self, est_wav: torch.Tensor, est_c: torch.Tensor, target_wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        target_c = compress(stft(target_wav, self.n_fft, self.hop), self.power)
+        mag = (est_c.abs() - target_c.abs()).abs().mean()
+        cplx = (est_c - target_c).abs().mean()
+        mr = self.mrstft(est_wav.unsqueeze(1), target_wav.unsqueeze(1))
+        w = self.weights
+        total = w.magnitude * mag + w.complex * cplx + w.mrstft * mr
+        return total, {"mag": float(mag.detach()), "cplx": float(cplx.detach()), "mrstft": float(mr.detach())}

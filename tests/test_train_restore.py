@@ -1,0 +1,189 @@
+"""Training and evaluation of the restore model on tiny synthetic data (no shared data, no network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from resonate.errors import ResonateError
+from resonate.models.io import save_weights
+from resonate.models.unet import RestoreUNet, RestoreUNetConfig
+from resonate.train import commands
+from resonate.train.align import align_pair
+from resonate.train.crowd import applause, cheer, whistles
+from resonate.train.dataset import PairCrops, find_pairs
+from resonate.train.degrade import auto_gain, degrade, mp3_roundtrip
+from resonate.train.losses import RestoreLoss
+from resonate.train.metrics import log_spectral_distance, si_sdr
+from resonate.train.rooms import late_tail, rt60_of
+
+SR = 8000
+TINY = dict(sample_rate=SR, n_fft=256, hop=64, channels=[4, 8], first_factor=4, bottleneck_dim=16, dilations=[1, 2])
+
+
+def _tone(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    x = sum(np.sin(2 * np.pi * rng.uniform(150, 900) * t) * rng.uniform(0.3, 1) for _ in range(3))
+    return (0.15 * x * (0.7 + 0.3 * np.sin(2 * np.pi * 2 * t))).astype(np.float32)
+
+
+def _write_pairs(folder, count: int, seconds: float = 2.0, noise: float = 0.1):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        clean = np.stack([_tone(seconds, i), _tone(seconds, i + 100)])
+        noisy = clean + noise * rng.standard_normal(clean.shape).astype(np.float32)
+        sf.write(folder / f"song{i}_0.wav", clean.T, SR, subtype="FLOAT")
+        sf.write(folder / f"song{i}_1.wav", noisy.T, SR, subtype="FLOAT")
+    return folder
+
+
+def test_tiny_model_overfits_one_pair():
+    torch.manual_seed(0)
+    cfg = RestoreUNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()})
+    model = RestoreUNet(cfg)
+    clean = torch.from_numpy(_tone(1.0, 0))[None]
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    criterion = RestoreLoss(cfg.n_fft, cfg.hop, cfg.compress_power)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        est, est_c = model.forward_with_spec(noisy)
+        loss, _ = criterion(est, est_c, clean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_pair_folder_convention(tmp_path):
+    _write_pairs(tmp_path, 2)
+    sf.write(tmp_path / "song0_2.wav", np.zeros((100, 2)), SR)   # a second recording of song0
+    sf.write(tmp_path / "lonely_1.wav", np.zeros((100, 2)), SR)  # no master: ignored
+    names = [(p.song, p.recording.name) for p in find_pairs(tmp_path)]
+    assert names == [("song0", "song0_1.wav"), ("song0", "song0_2.wav"), ("song1", "song1_1.wav")]
+    with pytest.raises(ResonateError):
+        find_pairs(tmp_path / "nothing")
+
+
+def test_crops_are_seeded_and_include_clean_pairs(tmp_path):
+    _write_pairs(tmp_path, 2)
+    ds = PairCrops(tmp_path, 0.5, SR, clean_fraction=0.5, seed=3)
+    a, b = ds[5], PairCrops(tmp_path, 0.5, SR, clean_fraction=0.5, seed=3)[5]
+    assert torch.equal(a[0], b[0]) and a[0].shape == (SR // 2,)
+    identical = sum(torch.equal(*ds[i]) for i in range(40))
+    assert 5 <= identical <= 35
+
+
+def _train_config(tmp_path, steps: int) -> str:
+    cfg = {
+        "out_dir": str(tmp_path / "run"), "seed": 0, "threads": 1, "checkpoint_every": 1, "val_every": 2,
+        "ema_decay": 0.9, "model": TINY,
+        "data": {"train_dir": str(_write_pairs(tmp_path / "train", 2)), "val_dir": str(_write_pairs(tmp_path / "val", 1)),
+                 "crop_seconds": 0.5, "batch_size": 2},
+        "optim": {"max_steps": steps, "warmup_steps": 1},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_train_cli_runs_two_steps_and_resumes(tmp_path, capsys):
+    config = _train_config(tmp_path, 2)
+    assert commands.main(["train", "--config", config]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["step"] == 2
+    run = tmp_path / "run"
+    assert (run / "last.pt").exists() and (run / "best.safetensors").exists()
+    assert commands.main(["train", "--config", config, "--resume", "--max-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 2" in out
+    assert json.loads(out.strip().splitlines()[-1])["step"] == 4
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert json.loads(ckpt["state"])["step"] == 4
+
+
+def test_train_cli_rejects_unknown_config_keys(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {learning_rate: 1}\n")
+    assert commands.main(["train", "--config", str(bad)]) == 2
+    assert "unknown" in capsys.readouterr().err
+
+
+def test_evaluate_cli_on_two_clips(tmp_path, capsys):
+    data = _write_pairs(tmp_path / "eval", 2)
+    cfg = RestoreUNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()})
+    weights = save_weights(RestoreUNet(cfg), tmp_path / "identity.safetensors")
+    out_json = tmp_path / "eval.json"
+    assert commands.main(["evaluate", "--model", str(weights), "--data", str(data), "--device", "cpu",
+                          "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "song0_1" in text and "song1_1" in text and "MEAN" in text
+    summary = json.loads(out_json.read_text())["summary"]
+    assert summary["clips"] == 2
+    # An untrained model is the identity: no gain, and clean audio passes unchanged.
+    assert abs(summary["si_sdr_gain_model"]) < 0.1
+    assert summary["clean_passthrough_si_sdr_min"] > 40
+
+
+def test_metrics_order_clean_over_noisy():
+    clean = _tone(1.0, 1)
+    rng = np.random.default_rng(1)
+    slightly, badly = clean + 0.01 * rng.standard_normal(clean.shape), clean + 0.2 * rng.standard_normal(clean.shape)
+    assert si_sdr(clean, clean) > 60
+    assert si_sdr(slightly, clean) > si_sdr(badly, clean)
+    assert si_sdr(3.0 * clean, clean) > 60  # scale-invariant
+    assert log_spectral_distance(slightly, clean, SR) < log_spectral_distance(badly, clean, SR)
+
+
+def test_alignment_recovers_offset_and_drift():
+    rng = np.random.default_rng(5)
+    sr = 16000
+    master = signal_like = rng.standard_normal(sr * 40).astype(np.float32)
+    master = np.convolve(signal_like, np.ones(16) / 16, mode="same")[None]
+    # The recording starts 1.25 s early (extra noise before) and its clock runs 200 ppm fast.
+    import soxr
+
+    fast = soxr.resample(master[0].astype(np.float64), sr, sr * (1 - 200e-6)).astype(np.float32)
+    rec = np.concatenate([0.1 * rng.standard_normal(int(1.25 * sr)).astype(np.float32), fast])[None]
+    rec = rec + 0.05 * rng.standard_normal(rec.shape).astype(np.float32)
+    m, r, al = align_pair(master, rec, sr)
+    assert al.offset_s == pytest.approx(1.25, abs=0.002)
+    assert al.drift == pytest.approx(-200e-6, abs=40e-6)
+    assert si_sdr(r, m) > 10
+
+
+def test_degradation_chain_is_seeded_and_keeps_shapes():
+    clean = np.stack([_tone(1.0, 2), _tone(1.0, 3)])
+    rir = np.zeros((2, 400), dtype=np.float32)
+    rir[:, 0] = 1.0
+    rir[:, 1:] = 0.1 * late_tail(np.random.default_rng(0), SR, 0.5, 0.005, 2)[:, :399]
+    crowd = np.random.default_rng(1).standard_normal(clean.shape)
+    a = degrade(clean, SR, np.random.default_rng(7), rir, crowd)
+    b = degrade(clean, SR, np.random.default_rng(7), rir, crowd)
+    assert np.array_equal(a[0], b[0]) and a[0].shape == clean.shape and a[1].shape == clean.shape
+    assert np.abs(a[0]).max() < 1.0 and si_sdr(a[0], a[1]) < si_sdr(a[1], a[1])
+
+
+def test_crowd_sounds_and_phone_effects():
+    rng = np.random.default_rng(0)
+    for sound in (applause(rng, SR, SR, 5), cheer(rng, SR, SR, 3), whistles(rng, SR, SR, 2)):
+        assert sound.shape == (SR,) and np.std(sound) > 0
+    x = np.stack([_tone(2.0, 4)] * 2).astype(np.float64)
+    x[:, SR // 2: SR] *= 4  # a loud passage: the AGC turns it down
+    y = auto_gain(x, SR, rng)
+    assert np.std(y[:, SR // 2: SR]) / np.std(y[:, :SR // 2]) < np.std(x[:, SR // 2: SR]) / np.std(x[:, :SR // 2])
+    coded = mp3_roundtrip(x / 4, SR, 32)
+    assert coded.shape == x.shape and si_sdr(coded, x) > 5
+
+
+def test_late_tail_decays_at_the_requested_rate():
+    tail = late_tail(np.random.default_rng(0), 16000, 1.0, 0.0, 1)
+    assert 0.7 < rt60_of(tail, 16000) < 1.5
