@@ -38,7 +38,7 @@ class TruePeakLimiter:
         n = block.shape[-1]
         if n == 0:
             return block
-        env = self._env.update(block.astype(np.float64))
+        env = self._env.update(block)
         with np.errstate(divide="ignore"):
             req = np.minimum(1.0, self.ceiling / np.maximum(env, 1e-12))
         # Running min over the last L+1 required gains (look-ahead, since audio is delayed). With the
