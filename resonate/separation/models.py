@@ -50,6 +50,13 @@ def describe(model, name: str) -> ModelInfo:
     return ModelInfo(name, tuple(model.sources), int(model.samplerate), int(model.audio_channels), max_segment)
 
 
+def model_segment(model):
+    """The segment apply_model will use, as the model stores it (a Fraction for htdemucs)."""
+    if isinstance(model, BagOfModels):
+        return min((m.segment for m in model.models), key=float)
+    return model.segment
+
+
 def bundled_signatures(name: str) -> list[str]:
     """Signatures that make up a named model, from the bag files shipped inside demucs."""
     bag_file = REMOTE_ROOT / f"{name}.yaml"

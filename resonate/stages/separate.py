@@ -20,7 +20,14 @@ from resonate.audio.io import AudioWriter, output_suffix, sanitize_filename
 from resonate.device import needs_fixed_shapes
 from resonate.errors import StageUnavailable
 from resonate.separation import cache as stem_cache
-from resonate.separation.models import DEFAULT_MODEL, ModelInfo, describe, load_model, weights_fingerprint
+from resonate.separation.models import (
+    DEFAULT_MODEL,
+    ModelInfo,
+    describe,
+    load_model,
+    model_segment,
+    weights_fingerprint,
+)
 from resonate.separation.remix import DEFAULT_PRESET, StemProcessor, remix, resolve_settings
 from resonate.separation.runner import Counter, WindowSeparator, exact_length, plan_windows, separate_stream
 from resonate.stages import register
@@ -124,7 +131,7 @@ class SeparateStage(Stage):
                           f"using {self.info.max_segment:g} s")
             segment = None
         # apply_model's own segment value (a Fraction for htdemucs), so window sizes match its grid.
-        self.segment = segment if segment is not None else _model_segment(self.model)
+        self.segment = segment if segment is not None else model_segment(self.model)
         self.plan = plan_windows(self.info.samplerate, self.segment, cfg.overlap, cfg.window_seconds)
         self.separator = WindowSeparator(self.model, segment=self.segment, overlap=cfg.overlap,
                                          shifts=cfg.shifts, device=self.ctx.device)
@@ -241,12 +248,4 @@ class SeparateStage(Stage):
 
     def report(self) -> dict[str, Any]:
         return dict(self._report)
-
-
-def _model_segment(model):
-    from demucs.apply import BagOfModels
-
-    if isinstance(model, BagOfModels):
-        return min((m.segment for m in model.models), key=float)
-    return model.segment
 
