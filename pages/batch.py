@@ -10,9 +10,12 @@ import streamlit as st
 
 from resonate.audio.io import READ_EXTENSIONS, output_suffix
 from resonate.ui.controls import Controls, build_settings
+from resonate.ui.entry import require_entrypoint
 from resonate.ui.results import MIME, download_name
 from resonate.ui.runner import run_job
 from resonate.ui.session import load_prefs, new_job_dir, optional_path, session_dir, spool_upload, zip_files
+
+require_entrypoint()
 
 RUNNING = "batch.running"
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]

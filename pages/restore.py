@@ -12,6 +12,7 @@ from resonate.audio.io import output_suffix, probe
 from resonate.errors import ResonateError
 from resonate.stages import load_registry
 from resonate.ui.controls import Controls, build_settings
+from resonate.ui.entry import require_entrypoint
 from resonate.ui.results import download_name, show_result
 from resonate.ui.runner import format_seconds, run_job
 from resonate.ui.session import (
@@ -23,6 +24,8 @@ from resonate.ui.session import (
     spool_upload,
     zip_files,
 )
+
+require_entrypoint()
 
 UPLOAD_TYPES = ["wav", "mp3", "flac", "ogg"]
 RUNNING = "restore.running"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from resonate.device import DEVICE_CHOICES, available_devices
+from resonate.ui.entry import require_entrypoint
 from resonate.ui.models import clear_model_cache
 from resonate.ui.session import Prefs, human_bytes, load_prefs, optional_path, prefs_path, save_prefs
+
+require_entrypoint()
 
 
 def cache_section(cache_dir: str) -> None:

@@ -18,6 +18,7 @@ from resonate.ui.analysis import Envelope, Spectrogram, envelope, spectrogram
 
 BEFORE_COLOUR = "rgba(128, 132, 149, 0.55)"
 AFTER_COLOUR = "rgba(255, 75, 75, 0.55)"
+FREQ_TICKS = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 
 def _stamp(path: str | os.PathLike) -> tuple[str, float, int]:
@@ -68,7 +69,8 @@ def spectrogram_figure(before: Spectrogram, after: Spectrogram) -> go.Figure:
                                  colorscale="Magma", colorbar=dict(title="dB", len=0.9),
                                  showscale=row == 1, hovertemplate="%{x:.1f} s · %{y:.0f} Hz · %{z:.0f} dB"),
                       row=row, col=1)
-        fig.update_yaxes(type="log", title_text="Hz", row=row, col=1)
+        fig.update_yaxes(type="log", title_text="Hz", tickvals=FREQ_TICKS,
+                         ticktext=[f"{f // 1000}k" if f >= 1000 else str(f) for f in FREQ_TICKS], row=row, col=1)
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=10), title="Spectrogram")
     return fig

@@ -116,7 +116,9 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
     with tabs[0]:
         st.plotly_chart(waveform_figure(file_envelope(original), file_envelope(restored)), width="stretch")
     with tabs[1]:
-        st.plotly_chart(spectrogram_figure(file_spectrogram(original), file_spectrogram(restored)), width="stretch")
+        # theme=None: Streamlit's theme would replace the dB colour scale.
+        st.plotly_chart(spectrogram_figure(file_spectrogram(original), file_spectrogram(restored)), width="stretch",
+                        theme=None)
     with tabs[2]:
         st.table(loudness_table(report))
     with tabs[3]:
