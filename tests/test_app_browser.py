@@ -90,7 +90,17 @@ def browser(tmp_path):
         driver.quit()
 
 
+def nav_labels(driver) -> list[str]:
+    return [a.text.strip().splitlines()[-1] for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')]
+
+
 def test_restore_page_renders_in_chromium(served_app, browser):
+    # A deep link as the very first request must still get the app's navigation (the link text
+    # follows the icon's name), not the pages/ folder run on its own.
+    browser.get(f"{served_app}/about")
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "About Resonate" in d.page_source)
+    WebDriverWait(browser, 10).until(lambda d: nav_labels(d) == ["Restore", "Batch", "Settings", "About"])
+
     browser.get(served_app)
 
     def demo_button(d):
