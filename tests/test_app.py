@@ -13,6 +13,7 @@ from conftest import tone_mix
 from streamlit.testing.v1 import AppTest
 
 from resonate.audio.io import probe
+from resonate.ui.models import install_model_cache, uninstall_model_cache
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("pages/restore.py", "pages/batch.py", "pages/settings.py", "pages/about.py")
@@ -29,7 +30,9 @@ def app_env(tmp_path, monkeypatch):
 
     def write_prefs(**values) -> None:
         prefs.write_text(json.dumps(values))
-    return write_prefs
+    yield write_prefs
+    # The app routed the stages' model loading through its cache; other tests get the engine's own.
+    uninstall_model_cache()
 
 
 def wav_bytes(seconds: float, seed: int) -> bytes:
@@ -135,3 +138,24 @@ def test_choosing_a_preset_sets_the_stage_controls(app_env):
     widget(at, "selectbox", "restore.preset").set_value("broadcast").run()
     assert widget(at, "slider", "restore.cfg.loudness.target_lufs").value == -23.0
     assert not at.exception
+
+
+def test_models_load_once_and_failures_are_remembered(tmp_path, monkeypatch):
+    from resonate.errors import StageUnavailable
+    from resonate.separation.testing import make_tiny_htdemucs_repo
+    from resonate.stages import separate
+
+    calls = []
+    engine_loader = separate.load_model
+    monkeypatch.setattr(separate, "load_model", lambda *a, **k: calls.append(a) or engine_loader(*a, **k))
+    install_model_cache()
+    try:
+        repo = make_tiny_htdemucs_repo(tmp_path / "models")
+        first = separate.load_model("htdemucs", repo)
+        assert separate.load_model("htdemucs", repo) is first and len(calls) == 1
+        for _ in range(2):
+            with pytest.raises(StageUnavailable):
+                separate.load_model("htdemucs", tmp_path / "missing")
+        assert len(calls) == 2
+    finally:
+        uninstall_model_cache()

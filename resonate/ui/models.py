@@ -65,5 +65,14 @@ def install_model_cache() -> None:
         setattr(module, attr, _wrap(module_name))
 
 
+def uninstall_model_cache() -> None:
+    """Give the stages their own loaders back (tests that run the app in-process call this)."""
+    for module_name, attr in LOADERS:
+        original = _ORIGINALS.pop(module_name, None)
+        if original is not None:
+            setattr(importlib.import_module(module_name), attr, original)
+    _cached.clear()
+
+
 def clear_model_cache() -> None:
     _cached.clear()
