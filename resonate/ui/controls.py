@@ -23,6 +23,7 @@ from resonate.errors import ResonateError
 from resonate.pipeline import ChainSettings, OutputOptions, stage_configs
 from resonate.presets import load_preset, preset_names
 from resonate.stages import STAGE_ORDER, load_registry
+from resonate.ui.session import load_prefs
 
 MAX_EQ_BANDS = 4
 # The stems each Demucs model produces (htdemucs and htdemucs_ft: four; htdemucs_6s: six).
@@ -184,6 +185,10 @@ class Controls:
         names = list(PRESETS)
         stem_preset = st.selectbox("Stem treatment", names, key=key, disabled=self.disabled,
                                    **self._initial_index(key, names, config.preset))
+        models_dir = load_prefs().models_dir
+        st.caption(f"Weights from {models_dir} (Settings)" if models_dir else
+                   "Weights are downloaded by Demucs on first use; offline, set a models folder in Settings. "
+                   "Without weights this stage is skipped and the rest of the chain runs.")
         sources = SIX_STEMS if model.endswith("_6s") else FOUR_STEMS
         start = resolve_settings(sources, stem_preset, config.gains_db if config.preset == stem_preset else {},
                                  config.denoise if config.preset == stem_preset else {})
