@@ -1,8 +1,9 @@
 """Models load once per server process through ``st.cache_resource``.
 
 The engine's stages load their models in ``open()`` for every file, which is right for the CLI
-(one process, one job) but wasteful in a server that restores file after file. The stages call
-their module's ``load_model``; here that name is pointed at a cached version, once, at app start.
+(one process, one job) but wasteful in a server that restores file after file. The stages look
+up a module-level ``load_model`` when they open; here that name is pointed at a cached version,
+once, at app start.
 Cached models are shared by every session and never mutated: the stages only run them in eval
 mode (moving to the device they already sit on is a no-op).
 
@@ -20,8 +21,9 @@ import streamlit as st
 
 from resonate.errors import ResonateError
 
-# (stage module, attribute) of each model loader the app caches, when that stage exists.
-LOADERS = (("resonate.stages.separate", "load_model"), ("resonate.stages.restore", "load_model"))
+# (module, attribute) of each model loader the app caches, where it exists: the separate stage
+# calls its module's load_model, the restore stage imports resonate.models.io's when it opens.
+LOADERS = (("resonate.stages.separate", "load_model"), ("resonate.models.io", "load_model"))
 _ORIGINALS: dict[str, Any] = {}
 
 
