@@ -257,3 +257,23 @@ def test_exact_length_trims_and_pads():
         y = np.concatenate(out, axis=-1)
         assert y.shape == (2, 1, 997)
         assert y[..., : min(produced, 997)].min() == 1.0
+
+
+def test_offline_without_weights_fails_fast_with_instructions(monkeypatch, tmp_path):
+    """No models folder, nothing cached, no network: skip at once instead of demucs's slow retries."""
+    monkeypatch.setenv("RESONATE_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(sep_models, "hub_cached", lambda name: False)
+    monkeypatch.setattr(sep_models, "can_reach_download_hosts", lambda timeout=2.0: False)
+    monkeypatch.setattr(sep_models, "get_model", lambda *a, **k: pytest.fail("must not try to download"))
+    t0 = time.perf_counter()
+    with pytest.raises(StageUnavailable, match="no internet connection") as err:
+        load_model("htdemucs", None)
+    assert time.perf_counter() - t0 < 1.0
+    assert "955717e8-8726e21a.th" in str(err.value) and "--models-dir" in str(err.value)
+
+
+def test_default_models_folder_is_used_when_it_has_the_model(monkeypatch, tiny_models):
+    monkeypatch.setenv("RESONATE_MODELS_DIR", str(tiny_models))
+    monkeypatch.setattr(sep_models, "can_reach_download_hosts", lambda timeout=2.0: pytest.fail("no network needed"))
+    model = load_model("htdemucs", None)
+    assert list(model.sources) == ["drums", "bass", "other", "vocals"]

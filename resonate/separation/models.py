@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +125,47 @@ def missing_files(name: str, models_dir: Path) -> str:
     return f"no weights file for signature(s) {', '.join(absent)}" if absent else ""
 
 
+DOWNLOAD_HOSTS = (("huggingface.co", 443), ("dl.fbaipublicfiles.com", 443))
+
+
+def default_models_dir() -> Path:
+    """Where offline users can drop Demucs weights without passing --models-dir every time."""
+    return Path(os.environ.get("RESONATE_MODELS_DIR", Path.home() / ".cache" / "resonate" / "models")).expanduser()
+
+
+def can_reach_download_hosts(timeout: float = 2.0) -> bool:
+    for host, port in DOWNLOAD_HOSTS:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether demucs's HuggingFace download of ``name`` is already in the local HF cache."""
+    try:
+        from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(f"{DEFAULT_NAMESPACE}/{hf_repo_name(name)}", f"{name}.yaml")
+    return isinstance(found, str)
+
+
 def load_model(name: str, models_dir: Path | None):
     """Load ``name`` through demucs's loader; every failure becomes :class:`StageUnavailable`."""
+    if models_dir is None:
+        local = default_models_dir()
+        if local.is_dir() and not missing_files(name, local):
+            models_dir = local
+        elif not hub_cached(name) and not can_reach_download_hosts():
+            # demucs would spend ~30-50 s in network retries before giving up: say it at once.
+            raise StageUnavailable(
+                f"Demucs model '{name}' is not on this machine and there is no internet connection to "
+                f"download it. {how_to_get_weights(name, None)} (Or put the files in {local}.)"
+            )
     if models_dir is not None:
         models_dir = Path(models_dir).expanduser()
         if not models_dir.is_dir():
