@@ -192,9 +192,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
+            # EMA with warm-up: early on the average must follow the weights, not stay at the init.
+            decay = min(cfg.ema_decay, (1 + state["step"]) / (10 + state["step"]))
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
-                    e.lerp_(p.detach(), 1.0 - cfg.ema_decay)
+                    e.lerp_(p.detach(), 1.0 - decay)
             state["step"] += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
