@@ -172,13 +172,14 @@ def _run_demucs_direct(spec: dict[str, Any]) -> dict[str, Any]:
     device = pick_device(spec["device"])
     model = load_model("htdemucs", Path(spec["models_dir"]) if spec.get("models_dir") else None)
     x, sr = read_audio(spec["input"])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         mix = torch.from_numpy(x)[None]
         out = apply_model(model, mix, shifts=0, split=True, overlap=0.25, device=device, progress=False)
     seconds = time.perf_counter() - started
     del out
-    return {"seconds": seconds, "wall_seconds": seconds, "device": str(device), "unavailable": None}
+    return {"seconds": seconds, "wall_seconds": seconds, "cpu_seconds": time.process_time() - cpu_started,
+            "device": str(device), "unavailable": None}
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +195,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("restore_weights"):
             overrides["restore"] = {"weights": spec["restore_weights"]}
         settings = ChainSettings(overrides=overrides, skip=tuple(s for s in STAGE_ORDER if s not in active))
+        cpu_started = time.process_time()
         report = process_file(spec["input"], spec["output"], settings, device=spec["device"],
                               models_dir=spec.get("models_dir"), cache_dir=spec["cache_dir"],
                               work_dir=spec["work_dir"], warn=lambda m: None)
@@ -205,6 +207,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             # A stage alone: its own seconds. A chain: the whole job, reading and writing included.
             "seconds": own if len(active) == 1 else report["elapsed_seconds"],
             "wall_seconds": report["elapsed_seconds"],
+            # CPU seconds of the whole job, all threads: steadier than wall time on a shared machine.
+            "cpu_seconds": time.process_time() - cpu_started,
             "device": report["device"],
             "unavailable": "; ".join(missing) or None,
             "stages": {n: stages[n]["seconds"] for n in stages if not stages[n]["skipped"]},
@@ -294,14 +298,15 @@ def scaling_check(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ["row", "audio s", "seconds", "RTF", "peak RSS MB", "GPU MB", "device", "note"]
+    head = ["row", "audio s", "seconds", "RTF", "job CPU s", "peak RSS MB", "GPU MB", "device", "note"]
     lines = [head]
     for r in rows:
         if r.get("error"):
-            lines.append([r["row"], f"{r['audio_seconds']:g}", "-", "-", "-", "-", "-", f"failed: {r['error']}"])
+            lines.append([r["row"], f"{r['audio_seconds']:g}", "-", "-", "-", "-", "-", "-", f"failed: {r['error']}"])
             continue
         gpu = "-" if r.get("gpu_peak_mb") is None else f"{r['gpu_peak_mb']:.0f}"
-        lines.append([r["row"], f"{r['audio_seconds']:g}", f"{r['seconds']:.2f}", f"{r['rtf']:.4f}",
+        cpu = "-" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.2f}"
+        lines.append([r["row"], f"{r['audio_seconds']:g}", f"{r['seconds']:.2f}", f"{r['rtf']:.4f}", cpu,
                       f"{r['peak_rss_mb']:.0f}", gpu, r["device"], r.get("note", "")])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

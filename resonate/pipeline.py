@@ -214,12 +214,16 @@ def process_file(
             blocks = _Meter(r, total, progress).wrap(_check_block(r.name, info.channels)(r.stage.stream(blocks)))
         return blocks
 
-    blocks: Iterator[np.ndarray] = _tap(read_blocks(src, block_frames, nonfinite=nonfinite), in_meter.update)
+    # Reading (and metering the input) is timed on its own, so that it is not billed to the first stage.
+    reading = StageRecord("read", None)
+    blocks: Iterator[np.ndarray] = _Meter(reading, None, None).wrap(
+        _tap(read_blocks(src, block_frames, nonfinite=nonfinite), in_meter.update))
     blocks = chain(blocks, first_pass, info.frames)
     if out_rate != info.sample_rate:
         blocks = StreamResampler(info.sample_rate, out_rate, info.channels).stream(blocks)
     blocks = _exact_length(blocks, out_frames, info.channels)
 
+    reading_spool = StageRecord("spool", None)
     with tempfile.TemporaryDirectory(prefix="resonate-", dir=work_dir) as tmp:
         if two_pass:
             # Pass 1: everything up to loudness, measured, spooled to a float32 file on disk.
@@ -233,7 +237,7 @@ def process_file(
                     t_measure += time.perf_counter() - t0
                     f.write(np.ascontiguousarray(b.T).tobytes())
             two_pass[0].inclusive += t_measure
-            blocks = _read_spool(spool, info.channels, block_frames)
+            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
             blocks = chain(blocks, two_pass, out_frames)
 
         with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
@@ -241,10 +245,10 @@ def process_file(
                 writer.write(b)
 
     # Exclusive time per stage: a stage's inclusive time includes everything upstream of it.
-    prev = 0.0
+    prev = reading.inclusive
     for r in first_pass:
         r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
-    prev = 0.0
+    prev = reading_spool.inclusive
     for r in two_pass:
         r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
     if nonfinite.count:

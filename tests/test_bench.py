@@ -81,6 +81,7 @@ def test_table_shows_failed_rows():
     rows = [_row("master", 2, 0.004, 300.0), {"row": "restore", "audio_seconds": 2, "error": "boom"}]
     table = format_table(rows).splitlines()
     assert len(table) == 3 and "0.0040" in table[1] and "failed: boom" in table[2]
+    assert table[0].split()[:6] == ["row", "audio", "s", "seconds", "RTF", "job"]
 
 
 def test_material_is_deterministic_and_bounded():
