@@ -3,7 +3,8 @@
 accelerate picks the device and mixed precision; AdamW with linear warm-up and cosine decay;
 an EMA copy of the weights is what gets validated and exported; a checkpoint is written every
 `checkpoint_every` steps and on Ctrl-C/SIGTERM, and `--resume` continues from it; validation
-SI-SDR gain on the held-out pairs drives early stopping and picks the best EMA weights.
+SI-SDR gain on the held-out pairs (penalised when clean input comes out changed) drives early
+stopping and picks the best EMA weights.
 """
 
 from __future__ import annotations
@@ -101,14 +102,24 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def validate(model: RestoreUNet, val_dir: str, max_clips: int, device: torch.device) -> float:
-    """Mean SI-SDR gain (dB) of the model over the unprocessed input on the validation pairs."""
+# "Do no harm": clean music through the model should stay above this SI-SDR against itself.
+CLEAN_PASSTHROUGH_DB = 20.0
+
+
+def validate(model: RestoreUNet, val_dir: str, max_clips: int, device: torch.device) -> tuple[float, float, float]:
+    """(selection score, mean SI-SDR gain over the input, median clean-passthrough SI-SDR) in dB.
+
+    The score is the gain, less a penalty when clean input comes out changed: a model that
+    restores well but damages clean music must not be picked as the best.
+    """
     restorer = Restorer(model, device)
-    gains = []
+    gains, passthrough = [], []
     for pair in find_pairs(val_dir)[:max_clips]:
         clean, noisy, _ = load_pair(pair)
         gains.append(si_sdr(restorer.process(noisy), clean) - si_sdr(noisy, clean))
-    return float(np.mean(gains))
+        passthrough.append(si_sdr(restorer.process(clean), clean))
+    gain, clean_sdr = float(np.mean(gains)), float(np.median(passthrough))
+    return gain - 0.25 * max(0.0, CLEAN_PASSTHROUGH_DB - clean_sdr), gain, clean_sdr
 
 
 def _mixed_precision(choice: str) -> str:
@@ -206,15 +217,16 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
                 state["history"] = state["history"][-500:]
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.optim.max_steps:
                 pairs = dataset.refresh()
-                gain = validate(ema, cfg.data.val_dir, cfg.data.val_clips, device)
-                improved = gain > state["best_val"]
+                score, gain, clean_sdr = validate(ema, cfg.data.val_dir, cfg.data.val_clips, device)
+                improved = score > state["best_val"]
                 if improved:
-                    state["best_val"], state["bad_validations"] = gain, 0
-                    save_weights(ema, out / "best.safetensors", {"step": state["step"], "val_si_sdr_gain_db": round(gain, 3)})
+                    state["best_val"], state["bad_validations"] = score, 0
+                    save_weights(ema, out / "best.safetensors", {"step": state["step"], "val_si_sdr_gain_db": round(gain, 3),
+                                                                 "val_clean_passthrough_db": round(clean_sdr, 2)})
                 else:
                     state["bad_validations"] += 1
-                log(f"step {state['step']}: validation SI-SDR gain {gain:+.2f} dB" + (" (best)" if improved else "")
-                    + f"; {pairs} training pairs")
+                log(f"step {state['step']}: validation score {score:+.2f} (SI-SDR gain {gain:+.2f} dB, clean passthrough "
+                    f"{clean_sdr:.1f} dB)" + (" (best)" if improved else "") + f"; {pairs} training pairs")
                 if state["bad_validations"] >= cfg.early_stop_patience:
                     stop_reason = "early_stop"
                     break
@@ -232,5 +244,5 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     if cfg.export and (out / "best.safetensors").exists():
         Path(cfg.export).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.export).write_bytes((out / "best.safetensors").read_bytes())
-    log(f"stopped at step {state['step']} ({stop_reason}); best validation SI-SDR gain {state['best_val']:+.2f} dB")
+    log(f"stopped at step {state['step']} ({stop_reason}); best validation score {state['best_val']:+.2f}")
     return {"step": state["step"], "best_val": state["best_val"], "stop_reason": stop_reason}
