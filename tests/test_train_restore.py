@@ -25,6 +25,15 @@ from resonate.train.rooms import late_tail, rt60_of
 SR = 8000
 TINY = dict(sample_rate=SR, n_fft=256, hop=64, channels=[4, 8], first_factor=4, bottleneck_dim=16, dilations=[1, 2])
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: extra threads only add contention on a small shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 
 def _tone(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -48,19 +57,19 @@ def test_tiny_model_overfits_one_pair():
     torch.manual_seed(0)
     cfg = RestoreUNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()})
     model = RestoreUNet(cfg)
-    clean = torch.from_numpy(_tone(1.0, 0))[None]
+    clean = torch.from_numpy(_tone(0.5, 0))[None]
     noisy = clean + 0.1 * torch.randn_like(clean)
     criterion = RestoreLoss(cfg.n_fft, cfg.hop, cfg.compress_power)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(40):
+    for _ in range(30):
         est, est_c = model.forward_with_spec(noisy)
         loss, _ = criterion(est, est_c, clean)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert min(losses[-3:]) < 0.5 * losses[0], losses
 
 
 def test_pair_folder_convention(tmp_path):
