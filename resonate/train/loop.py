@@ -66,6 +66,7 @@ class TrainConfig:
     val_every: int = 250
     early_stop_patience: int = 6      # validations without improvement before stopping
     export: str = ""                  # also copy the best EMA weights here when training ends
+    init_weights: str = ""            # start from these .safetensors weights (fine-tuning); ignored on --resume
     model: RestoreUNetConfig = field(default_factory=RestoreUNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -154,6 +155,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     state = {"step": 0, "best_val": -math.inf, "bad_validations": 0, "history": []}
 
     ckpt_path = out / "last.pt"
+    if cfg.init_weights and not resume:
+        from resonate.models.io import load_model
+
+        start = load_model(cfg.init_weights, "cpu")
+        if start.config != model.config:
+            raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
+        model.load_state_dict(start.state_dict())
+        ema.load_state_dict(start.state_dict())
+        log(f"starting from {cfg.init_weights}")
     if resume:
         if not ckpt_path.exists():
             raise ResonateError(f"nothing to resume: {ckpt_path} does not exist")

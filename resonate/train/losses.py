@@ -1,4 +1,5 @@
-"""Training loss: compressed-magnitude L1 + compressed-complex L1 (phase-aware) + multi-resolution STFT."""
+"""Training loss: compressed-magnitude L1 + compressed-complex L1 (phase-aware) + multi-resolution STFT,
+optionally a waveform SI-SDR term (what the evaluation reports; used for fine-tuning)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ class LossWeights:
     magnitude: float = 1.0
     complex: float = 1.0
     mrstft: float = 0.5
+    si_sdr: float = 0.0     # weight per dB of negative SI-SDR
+
+
+def si_sdr_db(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR per batch item (dB) over the last axis."""
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    alpha = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = alpha * ref
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((est - target).pow(2).sum(-1) + eps))
 
 
 class RestoreLoss(nn.Module):
@@ -32,4 +43,9 @@ class RestoreLoss(nn.Module):
         mr = self.mrstft(est_wav.unsqueeze(1), target_wav.unsqueeze(1))
         w = self.weights
         total = w.magnitude * mag + w.complex * cplx + w.mrstft * mr
-        return total, {"mag": float(mag.detach()), "cplx": float(cplx.detach()), "mrstft": float(mr.detach())}
+        parts = {"mag": float(mag.detach()), "cplx": float(cplx.detach()), "mrstft": float(mr.detach())}
+        if w.si_sdr:
+            sdr = si_sdr_db(est_wav.reshape(est_wav.shape[0], -1), target_wav.reshape(target_wav.shape[0], -1)).mean()
+            total = total - w.si_sdr * sdr
+            parts["sisdr"] = float(sdr.detach())
+        return total, parts
