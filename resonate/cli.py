@@ -7,6 +7,7 @@ Errors the user can act on print one line starting with ``error:`` and exit with
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -137,37 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that live in their own modules: (module, [(command, help, add-arguments fn, run fn)]).
+OPTIONAL_COMMANDS = (
+    ("resonate.train.commands", (
+        ("train", "train the restoration model", "add_train_arguments", "run_train"),
+        ("evaluate", "evaluate a restoration model on a folder of pairs", "add_evaluate_arguments", "run_evaluate"),
+    )),
+    ("resonate.bench", (
+        ("bench", "measure speed and memory of each stage and the chain", "add_bench_arguments", "run_bench"),
+    )),
+)
+
+
 def _add_optional_commands(sub) -> None:
-    """train/evaluate (restoration model) and bench live in their own modules."""
-    try:
-        from resonate.train.commands import (
-            add_evaluate_arguments,
-            add_train_arguments,
-            run_evaluate,
-            run_train,
-        )
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("resonate"):
-            raise
-    else:
-        p = sub.add_parser("train", help="train the restoration model")
-        add_train_arguments(p)
-        p.add_argument("--debug", action="store_true")
-        p.set_defaults(func=run_train)
-        p = sub.add_parser("evaluate", help="evaluate a restoration model on a folder of pairs")
-        add_evaluate_arguments(p)
-        p.add_argument("--debug", action="store_true")
-        p.set_defaults(func=run_evaluate)
-    try:
-        from resonate.bench import add_bench_arguments, run_bench
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("resonate"):
-            raise
-    else:
-        p = sub.add_parser("bench", help="measure speed and memory of each stage and the chain")
-        add_bench_arguments(p)
-        p.add_argument("--debug", action="store_true")
-        p.set_defaults(func=run_bench)
+    for module_name, commands in OPTIONAL_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("resonate"):
+                raise
+            continue
+        for command, help_text, add_arguments, run in commands:
+            p = sub.add_parser(command, help=help_text)
+            getattr(module, add_arguments)(p)
+            p.add_argument("--debug", action="store_true", help="show tracebacks")
+            p.set_defaults(func=getattr(module, run))
 
 
 def main(argv: list[str] | None = None) -> int:

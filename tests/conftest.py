@@ -22,6 +22,17 @@ def tone_mix(seconds: float, sr: int = 44100, channels: int = 2, noise: float = 
     return np.stack(chans).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: extra torch threads only add contention on a small shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def write_wav(tmp_path):
     def _write(x: np.ndarray, sr: int = 44100, name: str = "in.wav", subtype: str = "PCM_16") -> Path:

@@ -15,13 +15,7 @@ from resonate.models.unet import RestoreUNet, RestoreUNetConfig, count_parameter
 TINY = RestoreUNetConfig(sample_rate=8000, n_fft=256, hop=64, channels=(4, 8), first_factor=4,
                          bottleneck_dim=16, dilations=(1, 2))
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: extra threads only add contention on a small shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
