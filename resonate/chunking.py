@@ -132,3 +132,41 @@ def reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
             buf, have = ([rest], rest.shape[-1]) if rest.shape[-1] else ([], 0)
     if have:
         yield np.concatenate(buf, axis=-1)
+
+
+def exact_length(blocks: Iterable[np.ndarray], source: Counter, lead_shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """Trim or zero-pad a stream so that its length equals the input's, counted by ``source``.
+
+    Output never runs ahead of the input consumed so far (what would is held back); once the
+    input has ended, the tail is cut or zero-padded to the exact count.
+    """
+    emitted = 0
+    held = np.zeros(lead_shape + (0,), dtype=np.float32)
+    for block in blocks:
+        held = np.concatenate([held, block], axis=-1) if held.shape[-1] else block
+        take = max(0, min(held.shape[-1], source.frames - emitted))
+        if take:
+            yield held[..., :take]
+            emitted += take
+        held = held[..., take:]
+    if not source.finished:
+        raise RuntimeError("stream output ended before its input")
+    missing = source.frames - emitted
+    if missing > 0:
+        tail = held[..., :missing]
+        yield np.concatenate([tail, np.zeros(lead_shape + (missing - tail.shape[-1],), np.float32)], axis=-1)
+
+
+class Counter:
+    """Counts the frames of a stream and notes when it has ended."""
+
+    def __init__(self, blocks: Iterable[np.ndarray]):
+        self._blocks = blocks
+        self.frames = 0
+        self.finished = False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for b in self._blocks:
+            self.frames += b.shape[-1]
+            yield b
+        self.finished = True

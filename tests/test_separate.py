@@ -17,12 +17,13 @@ from separation_fixtures import SHOW_CONFIG, SR, run_stage, show_signal
 
 import resonate.separation.models as sep_models
 import resonate.separation.runner as sep_runner
+from resonate.chunking import Counter, exact_length
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.pipeline import ChainSettings, OutputOptions, process_file
 from resonate.separation import cache_size_bytes, clear_cache
 from resonate.separation.cache import StemCacheWriter, enforce_cap, lookup
 from resonate.separation.models import describe, load_model
-from resonate.separation.runner import Counter, exact_length, plan_windows, separate_stream
+from resonate.separation.runner import plan_windows, separate_stream
 from resonate.stages.base import StageContext
 from resonate.stages.separate import SeparateConfig, SeparateStage
 

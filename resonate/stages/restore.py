@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from resonate.audio.resample import StreamResampler
+from resonate.chunking import Counter, exact_length
 from resonate.device import needs_fixed_shapes
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.stages import register
@@ -24,19 +25,6 @@ class RestoreConfig:
     weights: str = ""              # a .safetensors file; empty = the shipped model
     chunk_seconds: float = 8.0
     overlap_seconds: float = 1.0
-
-
-def _exact_length(blocks: Iterator[np.ndarray], counter: dict, channels: int) -> Iterator[np.ndarray]:
-    """Trim or zero-pad a stream so its total equals counter['n'] (known once the input is exhausted)."""
-    emitted = 0
-    for b in blocks:
-        if counter["done"]:
-            b = b[..., : max(counter["n"] - emitted, 0)]
-        if b.shape[-1]:
-            emitted += b.shape[-1]
-            yield b
-    if emitted < counter["n"]:
-        yield np.zeros((channels, counter["n"] - emitted), dtype=np.float32)
 
 
 @register
@@ -65,22 +53,16 @@ class RestoreStage(Stage):
 
     def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         ctx = self.ctx
-        counter = {"n": 0, "done": False}
-
-        def counted(src):
-            for b in src:
-                counter["n"] += b.shape[-1]
-                yield np.asarray(b, dtype=np.float32)
-            counter["done"] = True
-
+        source = Counter(np.asarray(b, dtype=np.float32) for b in blocks)
         if ctx.sample_rate == self.model_rate:
-            out = self.restorer.stream(counted(blocks))
+            out = self.restorer.stream(iter(source))
         else:
             down = StreamResampler(ctx.sample_rate, self.model_rate, ctx.channels)
             up = StreamResampler(self.model_rate, ctx.sample_rate, ctx.channels)
-            out = _exact_length(up.stream(self.restorer.stream(down.stream(counted(blocks)))), counter, ctx.channels)
+            # Resampling there and back can be off by a sample: trim/pad to the input's length.
+            out = exact_length(up.stream(self.restorer.stream(down.stream(iter(source)))), source, (ctx.channels,))
         yield from out
-        self._seconds_in += counter["n"] / ctx.sample_rate
+        self._seconds_in += source.frames / ctx.sample_rate
 
     def report(self) -> dict:
         meta = {}

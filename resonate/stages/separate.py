@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from resonate.audio.io import AudioWriter, output_suffix, sanitize_filename
+from resonate.chunking import Counter, exact_length
 from resonate.device import needs_fixed_shapes
 from resonate.errors import StageUnavailable
 from resonate.separation import cache as stem_cache
@@ -29,7 +30,7 @@ from resonate.separation.models import (
     weights_fingerprint,
 )
 from resonate.separation.remix import DEFAULT_PRESET, StemProcessor, remix, resolve_settings
-from resonate.separation.runner import Counter, WindowSeparator, exact_length, plan_windows, separate_stream
+from resonate.separation.runner import WindowSeparator, plan_windows, separate_stream
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 

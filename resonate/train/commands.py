@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from resonate.config import config_from_dict
 from resonate.device import DEVICE_CHOICES, pick_device
 from resonate.errors import ResonateError
 from resonate.models.io import DEFAULT_WEIGHTS
@@ -75,7 +76,7 @@ def run_build(args: argparse.Namespace) -> int:
     from resonate.train.build import BuildConfig, build
 
     raw = yaml.safe_load(Path(args.config).read_text()) or {}
-    cfg = BuildConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
+    cfg = config_from_dict(BuildConfig, raw, Path(args.config).name)
     print(json.dumps(build(cfg)))
     return 0
 

@@ -24,6 +24,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from resonate.config import config_from_dict
 from resonate.errors import ResonateError
 from resonate.models.inference import Restorer
 from resonate.models.io import save_weights
@@ -80,20 +81,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     raw = yaml.safe_load(path.read_text()) or {}
     for key, value in (overrides or {}).items():
         raw[key] = value
-
-    def sub(cls, d):
-        d = d or {}
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ResonateError(f"{path.name}: unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
-
-    top = {k: v for k, v in raw.items() if k not in ("model", "data", "optim", "loss")}
-    unknown = set(top) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise ResonateError(f"{path.name}: unknown keys: {', '.join(sorted(unknown))}")
-    return TrainConfig(**top, model=sub(RestoreUNetConfig, raw.get("model")), data=sub(DataConfig, raw.get("data")),
-                       optim=sub(OptimConfig, raw.get("optim")), loss=sub(LossWeights, raw.get("loss")))
+    return config_from_dict(TrainConfig, raw, path.name)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
