@@ -61,6 +61,27 @@ def test_true_peak_envelope_equals_4x_upsampling(blocks):
     assert streamed.shape == ref.shape
     np.testing.assert_allclose(streamed, ref, atol=2e-6)
 
+@settings(max_examples=20, deadline=None)
+@given(levels_db=st.lists(st.floats(-40, 6), min_size=2, max_size=8), block=st.integers(500, 70000),
+       seed=st.integers(0, 100))
+def test_true_peak_skipping_is_exact_above_floor(levels_db, block, seed):
+    """Stretches skipped because they cannot beat the floor change nothing above it."""
+    from resonate.dsp.loudness import TruePeakEnvelope, TruePeakMeter
+
+    sr = 44100
+    x = tone_mix(len(levels_db) * 0.25, sr, 2, noise=0.3, seed=seed)
+    gains = np.repeat(np.float32(10) ** (np.array(levels_db, dtype=np.float32) / 20), x.shape[1] // len(levels_db) + 1)
+    x = x * gains[: x.shape[1]]
+    floor = 0.5
+    full, skipped, meter = TruePeakEnvelope(2), TruePeakEnvelope(2), TruePeakMeter(sr, 2)
+    for i in range(0, x.shape[1], block):
+        a, b = full.update(x[:, i: i + block]), skipped.update(x[:, i: i + block], floor)
+        meter.update(x[:, i: i + block])
+        assert np.all(b <= a + 1e-7)
+        np.testing.assert_array_equal(b[a > floor], a[a > floor])
+    assert meter.dbtp() == pytest.approx(true_peak_dbtp(x, sr), abs=1e-4)   # float32 FFTs of other sizes
+
+
 @settings(max_examples=15, deadline=None)
 @given(gain_db=st.floats(0, 24), block=st.integers(100, 20000), seed=st.integers(0, 100))
 def test_limiter_holds_ceiling_and_keeps_length(gain_db, block, seed):

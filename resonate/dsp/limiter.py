@@ -28,8 +28,9 @@ class TruePeakLimiter:
         # Audio is delayed so that it lines up with the envelope and the look-ahead window.
         self.latency = env_delay + self.lookahead - 1
         self._audio = np.zeros((channels, self.latency), dtype=np.float32)
-        self._req_hist = np.ones(self.lookahead)        # required gain, last L values
-        self._min_hist = np.ones(self.lookahead - 1)    # released min-gain, last L-1 values
+        # Gain math runs in float32 like the audio (a gain error of 1e-6 is -120 dB).
+        self._req_hist = np.ones(self.lookahead, dtype=np.float32)        # required gain, last L values
+        self._min_hist = np.ones(self.lookahead - 1, dtype=np.float32)    # released min-gain, last L-1 values
         self._depth_prev = 0.0                          # 1 - released gain at the previous sample
         self.max_reduction_db = 0.0
 
@@ -38,9 +39,8 @@ class TruePeakLimiter:
         n = block.shape[-1]
         if n == 0:
             return block
-        env = self._env.update(block)
-        with np.errstate(divide="ignore"):
-            req = np.minimum(1.0, self.ceiling / np.maximum(env, 1e-12))
+        env = self._env.update(block, floor=self.ceiling)
+        req = np.minimum(np.float32(1.0), np.float32(self.ceiling) / np.maximum(env, np.float32(1e-12)))
         # Running min over the last L+1 required gains (look-ahead, since audio is delayed). With the
         # L-sample average below, each sample's gain is at most the need of both intervals beside it.
         size = self.lookahead + 1
@@ -50,12 +50,12 @@ class TruePeakLimiter:
         # Release: depth d[n] = max(1 - gmin[n], r * d[n-1]), solved as a cumulative max in log domain.
         depth = 1.0 - gmin
         if depth.max() > 0 or self._depth_prev > 0:
-            k = np.arange(1, n + 1, dtype=np.float64)
+            k = np.arange(1, n + 1, dtype=np.float32)
             with np.errstate(divide="ignore"):
-                logd = np.log(np.maximum(depth, 0.0)) - k * self._log_r
+                logd = np.log(np.maximum(depth, np.float32(0.0))) - k * np.float32(self._log_r)
                 prev = np.log(self._depth_prev) if self._depth_prev > 0 else -np.inf
-            logd = np.maximum.accumulate(np.maximum(logd, prev))
-            depth = np.exp(logd + k * self._log_r)
+            logd = np.maximum.accumulate(np.maximum(logd, np.float32(prev)))
+            depth = np.exp(logd + k * np.float32(self._log_r))
             depth[depth < 1e-9] = 0.0
             self._depth_prev = float(depth[-1])
         g_released = 1.0 - depth
@@ -66,9 +66,9 @@ class TruePeakLimiter:
         if gain.min() < 1.0:
             self.max_reduction_db = max(self.max_reduction_db, float(-20 * np.log10(max(gain.min(), 1e-9))))
         audio = np.concatenate([self._audio, block], axis=-1)
-        out = audio[:, :n] * gain.astype(np.float32)
+        out = (audio[:, :n] * gain).astype(np.float32, copy=False)
         self._audio = audio[:, n:]
-        return out.astype(np.float32)
+        return out
 
     def flush(self) -> np.ndarray:
         """Push the delayed tail out (feeds silence through)."""

@@ -7,6 +7,7 @@ two agree on whole files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,6 +190,8 @@ _PHASES = np.stack([_INTERP[p::OVERSAMPLE][:_TAPS_PER_PHASE] for p in range(1, O
 # Overlap-save FFT size for the phase filters: short FFTs batched over (channel, segment) stay
 # in cache and beat both one long FFT per block and direct convolution.
 _OLS_FFT = 8192
+# The batched FFTs split over the machine's cores (pocketfft threads; the chain runs one stage at a time).
+_FFT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 _PHASE_SPECTRA: dict[int, np.ndarray] = {}
@@ -201,11 +204,18 @@ def _phase_spectra(nfft: int) -> np.ndarray:
     return spectra
 
 
-def _interpolated_peaks(ctx: np.ndarray, n: int) -> np.ndarray:
+# No interpolated point can exceed max|x| over its 24 input samples times the phase filter's
+# L1 norm: segments whose sample peak, so scaled, stays at or below what the caller cares about
+# (the limiter's ceiling, the meter's running peak) need no filtering at all.
+_PEAK_BOUND = float(np.abs(_PHASES.astype(np.float64)).sum(axis=-1).max())
+
+
+def _interpolated_peaks(ctx: np.ndarray, n: int, floor: float = 0.0) -> np.ndarray:
     """max over channels and phases 1..3 of |interpolated value| for ``n`` samples of ``ctx``.
 
     ``ctx`` is (channels, n + 24) float32: 24 samples of history, then the block. Output k is
-    for ctx sample ``k + 12`` (the filter needs 11 samples before and 12 after it).
+    for ctx sample ``k + 12`` (the filter needs 11 samples before and 12 after it). Where the
+    interpolated peak provably cannot exceed ``floor``, the output is 0 instead.
     """
     taps = _TAPS_PER_PHASE
     channels, length = ctx.shape
@@ -216,11 +226,15 @@ def _interpolated_peaks(ctx: np.ndarray, n: int) -> np.ndarray:
     padded = np.zeros((channels, (segments - 1) * hop + nfft), dtype=np.float32)
     padded[:, :length] = ctx
     frames = np.lib.stride_tricks.sliding_window_view(padded, nfft, axis=-1)[:, ::hop]   # (C, segments, nfft)
-    spec = sp_fft.rfft(frames, axis=-1)[:, :, None, :] * _phase_spectra(nfft)
-    y = sp_fft.irfft(spec, nfft, axis=-1)[..., taps - 1:]                                  # (C, segments, 3, hop)
-    peaks = np.abs(y).max(axis=(0, 2)).reshape(-1)
+    peaks = np.zeros((segments, hop), dtype=np.float32)
+    needed = np.abs(frames).max(axis=(0, 2)) * _PEAK_BOUND > floor if floor > 0 else np.ones(segments, dtype=bool)
+    if needed.any():
+        todo = frames if needed.all() else frames[:, needed]
+        spec = sp_fft.rfft(todo, axis=-1, workers=_FFT_WORKERS)[:, :, None, :] * _phase_spectra(nfft)
+        y = sp_fft.irfft(spec, nfft, axis=-1, workers=_FFT_WORKERS)[..., taps - 1:]                            # (C, S, 3, hop)
+        peaks[needed] = np.abs(y).max(axis=(0, 2))
     # conv index j (j >= taps-1) is centred on ctx sample j - 12; we want samples 12 .. 12 + n - 1.
-    return peaks[1: n + 1]
+    return peaks.reshape(-1)[1: n + 1]
 
 
 class TruePeakEnvelope:
@@ -235,14 +249,18 @@ class TruePeakEnvelope:
         self.delay = _TAPS_PER_PHASE // 2
         self._hist = np.zeros((channels, _TAPS_PER_PHASE), dtype=np.float32)
 
-    def update(self, block: np.ndarray) -> np.ndarray:
-        """Return the (n,) envelope for one (channels, n) block."""
+    def update(self, block: np.ndarray, floor: float = 0.0) -> np.ndarray:
+        """Return the (n,) float32 envelope for one (channels, n) block.
+
+        Values the true peak cannot lift above ``floor`` may be left at the sample peak (a lower
+        bound); everything above ``floor`` is exact.
+        """
         n = block.shape[-1]
         ctx = np.concatenate([self._hist, np.asarray(block, dtype=np.float32)], axis=-1)
         self._hist = ctx[:, -_TAPS_PER_PHASE:]
         env = np.abs(ctx[:, self.delay: self.delay + n]).max(axis=0) * np.float32(_CENTRE_TAP)
-        np.maximum(env, _interpolated_peaks(ctx, n), out=env)
-        return env.astype(np.float64)
+        np.maximum(env, _interpolated_peaks(ctx, n, floor), out=env)
+        return env
 
     def tail(self) -> float:
         """Envelope maximum of the last ``delay`` samples (not yet emitted), without changing state."""
@@ -259,7 +277,9 @@ class TruePeakMeter:
 
     def update(self, block: np.ndarray) -> None:
         if block.shape[-1]:
-            self.peak = max(self.peak, float(self._env.update(block).max()))
+            # Only stretches that could beat the running peak are interpolated.
+            floor = max(self.peak, float(np.abs(block).max()) * _CENTRE_TAP)
+            self.peak = max(self.peak, float(self._env.update(block, floor).max()))
 
     def dbtp(self) -> float:
         return amplitude_to_db(max(self.peak, self._env.tail()))
