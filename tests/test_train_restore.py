@@ -175,6 +175,26 @@ def test_degradation_chain_is_seeded_and_keeps_shapes():
     assert np.abs(a[0]).max() < 1.0 and si_sdr(a[0], a[1]) < si_sdr(a[1], a[1])
 
 
+def test_target_keeps_the_early_room_and_drops_the_late_tail():
+    """The target is the clean music through the RIR's first 50 ms: a reflection inside that
+    window stays in the target, one after it does not."""
+    from resonate.train.degrade import EARLY_REFLECTIONS_S, early_part
+
+    rng = np.random.default_rng(3)
+    clean = rng.standard_normal((2, SR)).astype(np.float32) * 0.1
+    early_at, late_at = int(0.02 * SR), int(0.3 * SR)
+    rir = np.zeros((2, late_at + 1), dtype=np.float32)
+    rir[:, 0], rir[:, early_at], rir[:, late_at] = 1.0, 0.7, 0.7
+    part = early_part(rir, SR)
+    assert part.shape[1] == int(EARLY_REFLECTIONS_S * SR) and part[0, early_at] == pytest.approx(0.7)
+    noisy, target, params = degrade(clean, SR, np.random.default_rng(11), rir, np.zeros_like(clean))
+    src = clean.mean(axis=0) if params.get("mono") else clean[0]
+    with_early = src + 0.7 * np.concatenate([np.zeros(early_at), src[:-early_at]])
+    with_late = with_early + 0.7 * np.concatenate([np.zeros(late_at), src[:-late_at]])
+    assert np.corrcoef(target[0], with_early)[0, 1] > 0.999
+    assert np.corrcoef(target[0], with_late)[0, 1] < 0.95
+
+
 def test_crowd_sounds_and_phone_effects():
     rng = np.random.default_rng(0)
     for sound in (applause(rng, SR, SR, 5), cheer(rng, SR, SR, 3), whistles(rng, SR, SR, 2)):

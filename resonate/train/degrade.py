@@ -59,6 +59,23 @@ def convolve_room(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return signal.fftconvolve(x, rir, axes=-1)[:, :n]
 
 
+# The target keeps the direct sound and the first reflections of the room (as dereverberation
+# targets do, e.g. WHAMR!, DNS): they are the source's own sound as heard in the hall and hold the
+# loudspeaker/mic response of a measured RIR, which no model can infer blindly. The late
+# reverberation after them is what the model removes.
+EARLY_REFLECTIONS_S = 0.05
+EARLY_FADE_S = 0.01
+
+
+def early_part(rir: np.ndarray, sr: int) -> np.ndarray:
+    """The RIR's first EARLY_REFLECTIONS_S (direct sound at 0), faded out over EARLY_FADE_S."""
+    keep, fade = int(EARLY_REFLECTIONS_S * sr), int(EARLY_FADE_S * sr)
+    early = np.array(rir[:, :keep], dtype=np.float64)
+    n_fade = min(fade, early.shape[1])
+    early[:, early.shape[1] - n_fade:] *= 0.5 * (1 + np.cos(np.linspace(0, np.pi, n_fade)))
+    return early
+
+
 def mic_band_limit(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     hp = signal.butter(int(rng.integers(1, 4)), min(rng.uniform(60, 300), 0.2 * sr), "highpass", fs=sr, output="sos")
     cutoff = min(float(np.exp(rng.uniform(np.log(3500), np.log(16000)))), 0.45 * sr)
@@ -123,8 +140,9 @@ def best_lag(ref: np.ndarray, sig: np.ndarray, max_lag: int) -> int:
 def degrade(clean: np.ndarray, sr: int, rng: np.random.Generator, rir: np.ndarray, crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Clean (2, n) music -> (degraded, target, params). Both outputs are (2, n) float32.
 
-    The target is the clean music at the level the music has in the degraded mix, so the model
-    learns to remove what was added, not to change overall loudness.
+    The target is the clean music through the room's early part (`early_part`), at the level the
+    music has in the degraded mix, so the model learns to remove what was added (late reverb, crowd,
+    PA colouration, mic limits, AGC, clipping, MP3), not to change overall loudness.
     """
     params: dict = {}
     x = clean.astype(np.float64)
@@ -132,6 +150,7 @@ def degrade(clean: np.ndarray, sr: int, rng: np.random.Generator, rir: np.ndarra
         x = pa_colouration(x, sr, rng)
         params["pa"] = True
     wet = convolve_room(x, rir)
+    dry_target = convolve_room(clean.astype(np.float64), early_part(rir, sr))
     snr_db = float(rng.uniform(0, 15))
     params["snr_db"] = round(snr_db, 1)
     music_power = float(np.mean(wet ** 2)) + 1e-12
@@ -142,10 +161,10 @@ def degrade(clean: np.ndarray, sr: int, rng: np.random.Generator, rir: np.ndarra
         params["mic"] = True
     if rng.random() < 0.5:
         y = y.mean(axis=0, keepdims=True).repeat(2, axis=0)  # a mono phone
-        x_target = np.repeat(clean.mean(axis=0, keepdims=True), 2, axis=0)
+        x_target = np.repeat(dry_target.mean(axis=0, keepdims=True), 2, axis=0)
         params["mono"] = True
     else:
-        x_target = clean
+        x_target = dry_target
     if rng.random() < 0.6:
         y = auto_gain(y, sr, rng)
         params["agc"] = True
