@@ -50,7 +50,9 @@ class OverlapAdd:
         self.overlap = int(overlap)
         self.hop = self.window - self.overlap
         self.fixed_shape = fixed_shape
-        self._weights = crossfade_weights(self.window, self.overlap)
+        # float32 like the audio: the crossfade sums stay within 1e-7 of one, and float64 would
+        # double the memory of every window of stems.
+        self._weights = crossfade_weights(self.window, self.overlap).astype(np.float32)
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         n = chunk.shape[-1]
@@ -74,14 +76,14 @@ class OverlapAdd:
             while inbuf.shape[-1] >= self.window:
                 y = self._run(inbuf[..., : self.window])
                 if acc is None:
-                    acc = np.zeros(y.shape[:-1] + (self.overlap,), dtype=np.float64)
-                    wsum = np.zeros(self.overlap, dtype=np.float64)
+                    acc = np.zeros(y.shape[:-1] + (self.overlap,), dtype=np.float32)
+                    wsum = np.zeros(self.overlap, dtype=np.float32)
                 head = y * w
                 head[..., : self.overlap] += acc
                 hw = w.copy()
                 hw[: self.overlap] += wsum
                 processed_any = True
-                yield (head[..., : self.hop] / hw[: self.hop]).astype(np.float32)
+                yield (head[..., : self.hop] / hw[: self.hop]).astype(np.float32, copy=False)
                 acc = head[..., self.hop:].copy()
                 wsum = hw[self.hop:].copy()
                 inbuf = inbuf[..., self.hop:]
@@ -103,9 +105,9 @@ class OverlapAdd:
                 ww[: self.overlap] += wsum
             else:
                 ww[:] = 1.0
-            yield (y / ww).astype(np.float32)
+            yield (y / ww).astype(np.float32, copy=False)
         else:
-            yield (acc[..., :remaining] / wsum[:remaining]).astype(np.float32)
+            yield (acc[..., :remaining] / wsum[:remaining]).astype(np.float32, copy=False)
 
 
 def apply_overlap_add(fn: WindowFn, x: np.ndarray, window: int, overlap: int, fixed_shape: bool = True) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from resonate.audio.io import AudioWriter, NonFiniteCounter, parse_bit_depth, probe, read_blocks
 from resonate.audio.resample import StreamResampler, resampled_length
 from resonate.config import config_from_dict, merge_config
-from resonate.device import pick_device
+from resonate.device import pick_device, tune_allocator
 from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.presets import DEFAULT_PRESET, load_preset
@@ -172,6 +172,7 @@ def process_file(
         _warn(f"long recording ({info.seconds / 3600:.1f} h): processing streams in bounded memory, "
               "watch the progress bars for the remaining time")
     dev = pick_device(device)
+    tune_allocator()
     out_rate = output.sample_rate or info.sample_rate
     ctx = StageContext(
         sample_rate=info.sample_rate, channels=info.channels, total_frames=info.frames, device=dev,

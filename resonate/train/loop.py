@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from resonate.config import config_from_dict
+from resonate.device import tune_allocator
 from resonate.errors import ResonateError
 from resonate.models.inference import Restorer
 from resonate.models.io import save_weights
@@ -124,6 +125,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    tune_allocator()   # every step re-allocates the same activations: keep them mapped
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
