@@ -8,6 +8,7 @@ network learn both. The phase is kept, so the network can correct it, not only r
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 COMPRESS_POWER = 0.3
 _EPS = 1e-8
@@ -37,3 +38,26 @@ def compress(spec: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Tensor:
 def decompress(spec_c: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Tensor:
     mag = spec_c.abs().clamp_min(_EPS)
     return spec_c * (mag ** (1.0 / power - 1.0))
+
+
+def minimum_phase(log_gain: torch.Tensor, n_fft: int, oversample: int = 4) -> torch.Tensor:
+    """Phase (radians) of the minimum-phase filter with the given natural-log magnitude.
+
+    ``log_gain`` is (..., n_fft // 2 + 1) on the rfft bins; the real cepstrum, folded onto
+    positive quefrencies, gives ``log H`` whose imaginary part is the phase (the Hilbert-transform
+    relation between log magnitude and phase of a minimum-phase filter). The log gain is
+    interpolated onto an ``oversample`` times finer grid first: on the STFT's own grid the
+    cepstrum of a steep roll-off aliases (0.5 rad of error for a 3rd-order 200 Hz high-pass at
+    n_fft 1024, 0.05 rad with 4x).
+    """
+    n = n_fft * oversample
+    if oversample > 1:
+        shape = log_gain.shape
+        fine = F.interpolate(log_gain.reshape(-1, 1, shape[-1]), size=n // 2 + 1, mode="linear", align_corners=True)
+        log_gain = fine.reshape(*shape[:-1], n // 2 + 1)
+    cep = torch.fft.irfft(log_gain, n, dim=-1)
+    fold = torch.zeros(n, dtype=cep.dtype, device=cep.device)
+    fold[0] = 1.0
+    fold[1: n // 2] = 2.0
+    fold[n // 2] = 1.0
+    return torch.fft.rfft(cep * fold, dim=-1).imag[..., ::oversample]

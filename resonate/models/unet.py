@@ -23,9 +23,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from resonate.models.spectral import COMPRESS_POWER, compress, decompress, istft, stft
+from resonate.models.spectral import COMPRESS_POWER, compress, decompress, istft, minimum_phase, stft
+
+EQ_LIMIT_NEPER = math.log(100.0)   # +-40 dB
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class RestoreUNetConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     mask_bound: float = 2.5                            # |M| <= 2.5 in the compressed domain ~ +26 dB
     compress_power: float = COMPRESS_POWER
+    # Give the mask's slowly varying part (an EQ) the phase of a minimum-phase filter; see
+    # ``forward_spec``. 0 turns it off (models before v2).
+    minphase_eq_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,8 +172,28 @@ class RestoreUNet(nn.Module):
         mag = self.config.mask_bound * torch.sigmoid(out[:, 0])
         phase = torch.complex(out[:, 1], out[:, 2])
         phase = phase / phase.abs().clamp_min(1e-6)
+        if self.config.minphase_eq_seconds > 0:
+            phase = phase * self._minphase_eq_phase(mag)
         est = mag * phase * xc[:, :bins] + torch.complex(out[:, 3], out[:, 4])
         return torch.cat([est, xc[:, bins:]], dim=1)
+
+    def _minphase_eq_phase(self, mag: torch.Tensor) -> torch.Tensor:
+        """Unit phasors (b, bins, t): the minimum phase of the mask's local average gain.
+
+        PA EQ, speaker and microphone roll-offs are minimum-phase filters, so undoing them needs
+        the inverse's minimum phase along with its magnitude; the phase follows from the log
+        magnitude (Hilbert transform), so the network only has to get the gain right. The gain
+        is averaged over ``minphase_eq_seconds`` (the EQ, not the frame-by-frame gating) and
+        limited to +-40 dB.
+        """
+        cfg = self.config
+        gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+        frames = max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop)) // 2 * 2 + 1)
+        if frames > 1:
+            gain = F.avg_pool1d(gain, frames, stride=1, padding=frames // 2, count_include_pad=False)
+        gain = torch.cat([gain, gain[:, -1:]], dim=1)                       # + Nyquist bin
+        phi = minimum_phase(gain.transpose(1, 2), cfg.n_fft).transpose(1, 2)[:, : cfg.bins]
+        return torch.polar(torch.ones_like(phi), phi)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """(batch, n) waveform -> (batch, n) restored waveform."""

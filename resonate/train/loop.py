@@ -15,7 +15,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         from resonate.models.io import load_model
 
         start = load_model(cfg.init_weights, "cpu")
-        if start.config != model.config:
+        # The minimum-phase EQ has no weights: a model without it can be fine-tuned with it.
+        if replace(start.config, minphase_eq_seconds=model.config.minphase_eq_seconds) != model.config:
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
         model.load_state_dict(start.state_dict())
         ema.load_state_dict(start.state_dict())
