@@ -29,6 +29,22 @@ from torch import nn
 from resonate.models.spectral import COMPRESS_POWER, compress, decompress, istft, minimum_phase, stft
 
 EQ_LIMIT_NEPER = math.log(100.0)   # +-40 dB
+EQ_FRAME_STRIDE = 8
+
+
+def moving_average(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Centred moving average over the last axis (``frames`` wide, odd), shorter at the ends.
+
+    Running sums, so the cost does not grow with the width (a pooling layer's does).
+    """
+    half = frames // 2
+    if half == 0 or x.shape[-1] < 2:
+        return x
+    n = x.shape[-1]
+    csum = F.pad(torch.cumsum(x, dim=-1), (1, 0))
+    idx = torch.arange(n, device=x.device)
+    hi, lo = (idx + half + 1).clamp(max=n), (idx - half).clamp(min=0)
+    return (csum[..., hi] - csum[..., lo]) / (hi - lo).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -184,15 +200,21 @@ class RestoreUNet(nn.Module):
         the inverse's minimum phase along with its magnitude; the phase follows from the log
         magnitude (Hilbert transform), so the network only has to get the gain right. The gain
         is averaged over ``minphase_eq_seconds`` (the EQ, not the frame-by-frame gating) and
-        limited to +-40 dB.
+        limited to +-40 dB. That average moves slowly, so the phase is computed on every
+        ``EQ_FRAME_STRIDE``-th frame and interpolated in between (the phase from the cepstrum is
+        continuous, not wrapped).
         """
         cfg = self.config
         gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
-        frames = max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop)) // 2 * 2 + 1)
-        if frames > 1:
-            gain = F.avg_pool1d(gain, frames, stride=1, padding=frames // 2, count_include_pad=False)
+        gain = moving_average(gain, max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop))))
+        frames = gain.shape[-1]
+        coarse = max(2, -(-(frames - 1) // EQ_FRAME_STRIDE) + 1) if frames > 1 else 1
+        if coarse < frames:
+            gain = F.interpolate(gain, size=coarse, mode="linear", align_corners=True)
         gain = torch.cat([gain, gain[:, -1:]], dim=1)                       # + Nyquist bin
         phi = minimum_phase(gain.transpose(1, 2), cfg.n_fft).transpose(1, 2)[:, : cfg.bins]
+        if coarse < frames:
+            phi = F.interpolate(phi, size=frames, mode="linear", align_corners=True)
         return torch.polar(torch.ones_like(phi), phi)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
