@@ -111,6 +111,24 @@ def test_denoise_stage_finds_the_quietest_stretch(write_wav):
     assert _rms_db(out[:, : SR * 2]) < _rms_db(x[:, : SR * 2]) - 6   # noise-only part is gated
 
 
+@pytest.mark.parametrize("seconds", [1.0, 61.3])
+def test_quietest_stretch_spans_reads(write_wav, seconds):
+    """The quiet stretch is found wherever it lies, also across the one-minute reads and in a
+    last, partial quarter-second."""
+    from resonate.stages.denoise import quietest_stretch
+
+    sr = 8000
+    n = int(seconds * sr)
+    x = 0.2 * np.random.default_rng(5).standard_normal((2, n)).astype(np.float32)
+    quiet = slice(n - int(0.6 * sr), n - int(0.1 * sr)) if seconds > 5 else slice(int(0.25 * sr), int(0.75 * sr))
+    x[:, quiet] *= 0.01
+    if seconds > 5:
+        x[:, int(59.9 * sr): int(60.4 * sr)] *= 0.05   # quiet too, but louder; straddles a read
+    start, stop = quietest_stretch(write_wav(x, sr, subtype="FLOAT"), sr, 0.5)
+    assert stop - start == sr // 2
+    assert abs(start - quiet.start) <= sr // 4
+
+
 def test_denoise_user_noise_range(write_wav):
     x = 0.01 * np.random.default_rng(3).standard_normal((1, SR * 4)).astype(np.float32)
     path = write_wav(x, SR, subtype="FLOAT")
