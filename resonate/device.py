@@ -57,9 +57,9 @@ def tune_allocator() -> bool:
 
     Every model chunk allocates the same large activations again. By default glibc serves blocks
     that big with fresh mmaps and unmaps them on free, so each chunk page-faults its whole working
-    set back in: on a 2-core machine that was a quarter of the restore stage's time (measured:
-    570 k page faults and RTF 0.036 per minute of audio, against 190 k and 0.025 with this). Peak
-    memory stays the same, since the same sizes are reused. Linux/glibc only; elsewhere a no-op.
+    set back in: on a 2-core machine, 60 s through the restore model took RTF 0.028-0.045 with
+    385-570 k page faults, and 0.022-0.032 with 140-190 k after this (several runs each). Peak
+    memory stays about the same (the same sizes are reused). Linux/glibc only; elsewhere a no-op.
     """
     global _allocator_tuned
     if _allocator_tuned:
