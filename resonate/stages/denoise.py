@@ -186,18 +186,12 @@ def spectral_gate(x: np.ndarray, sr: int, strength: float, stationary: bool = Tr
 def quietest_stretch(path, sr: int, seconds: float) -> tuple[int, int] | None:
     """Start/stop frames of the quietest ``seconds`` of a file that is not digital silence."""
     frame = max(1, int(0.25 * sr))
-    frames_per_read = 240   # one minute per read: the per-frame RMS is one vectorised reduction
-    rms: list[np.ndarray] = []
-    for block in read_blocks(path, frame * frames_per_read):
-        k = -(-block.shape[-1] // frame)
-        padded = block if block.shape[-1] == k * frame else np.pad(block, ((0, 0), (0, k * frame - block.shape[-1])))
-        power = np.square(padded).reshape(block.shape[0], k, frame).sum(axis=(0, 2), dtype=np.float64)
-        counts = np.full(k, block.shape[0] * frame, dtype=np.float64)
-        counts[-1] = block.shape[0] * (block.shape[-1] - (k - 1) * frame)
-        rms.append(np.sqrt(power / counts))
+    rms = []
+    for block in read_blocks(path, frame):
+        rms.append(float(np.sqrt(np.mean(block.astype(np.float64) ** 2))))
     if not rms:
         return None
-    levels = 20 * np.log10(np.maximum(np.concatenate(rms), 1e-12))
+    levels = 20 * np.log10(np.maximum(np.asarray(rms), 1e-12))
     span = max(1, int(round(seconds / 0.25)))
     if len(levels) < span:
         return None

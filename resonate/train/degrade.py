@@ -150,7 +150,7 @@ def degrade(clean: np.ndarray, sr: int, rng: np.random.Generator, rir: np.ndarra
         x = pa_colouration(x, sr, rng)
         params["pa"] = True
     wet = convolve_room(x, rir)
-    dry_target = convolve_room(clean.astype(np.float64), early_part(rir, sr))
+    early_target = convolve_room(clean.astype(np.float64), early_part(rir, sr))
     snr_db = float(rng.uniform(0, 15))
     params["snr_db"] = round(snr_db, 1)
     music_power = float(np.mean(wet ** 2)) + 1e-12
@@ -161,10 +161,10 @@ def degrade(clean: np.ndarray, sr: int, rng: np.random.Generator, rir: np.ndarra
         params["mic"] = True
     if rng.random() < 0.5:
         y = y.mean(axis=0, keepdims=True).repeat(2, axis=0)  # a mono phone
-        x_target = np.repeat(dry_target.mean(axis=0, keepdims=True), 2, axis=0)
+        x_target = np.repeat(early_target.mean(axis=0, keepdims=True), 2, axis=0)
         params["mono"] = True
     else:
-        x_target = dry_target
+        x_target = early_target
     if rng.random() < 0.6:
         y = auto_gain(y, sr, rng)
         params["agc"] = True
