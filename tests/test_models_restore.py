@@ -11,12 +11,21 @@ import torch
 from resonate.errors import ResonateError
 from resonate.models.inference import Restorer
 from resonate.models.io import DEFAULT_WEIGHTS, load_model, read_metadata, save_weights
-from resonate.models.spectral import compress, decompress, istft, minimum_phase, stft
+from resonate.models.spectral import (
+    compress,
+    compress_parts,
+    decompress,
+    decompress_parts,
+    istft,
+    minimum_phase,
+    stft,
+)
 from resonate.models.unet import RestoreUNet, RestoreUNetConfig, count_parameters
 
 TINY = RestoreUNetConfig(sample_rate=8000, n_fft=256, hop=64, channels=(4, 8), first_factor=4,
                          bottleneck_dim=16, dilations=(1, 2))
 TINY_EQ = dataclasses.replace(TINY, minphase_eq_seconds=0.5)
+TINY_EQ_HEAD = dataclasses.replace(TINY_EQ, eq_head=True, minphase_eq_average="power")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,9 +44,28 @@ def test_stft_compression_round_trip():
     spec = stft(x, 256, 64)
     back = istft(decompress(compress(spec)), 256, 64, x.shape[-1])
     assert torch.allclose(back, x, atol=1e-4)
+    # the real/imaginary-part versions the model uses are the same maps
+    re, im = compress_parts(spec)
+    assert torch.allclose(torch.complex(re, im), compress(spec), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(decompress_parts(re, im), spec, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_EQ], ids=["plain", "minphase-eq"])
+@pytest.mark.parametrize("config", [TINY, TINY_EQ_HEAD], ids=["plain", "eq-head"])
+def test_waveform_and_spectrum_entry_points_agree(config):
+    torch.manual_seed(5)
+    model = RestoreUNet(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.from_numpy(_music_like(8000, 1.0))
+    with torch.inference_mode():
+        spec = compress(stft(x, config.n_fft, config.hop), config.compress_power)
+        via_spec = istft(decompress(model.forward_spec(spec), config.compress_power), config.n_fft, config.hop, x.shape[-1])
+        assert torch.allclose(model(x), via_spec, atol=1e-5)
+        assert torch.allclose(model.forward_with_spec(x)[0], via_spec, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD], ids=["plain", "minphase-eq", "eq-head"])
 def test_fresh_model_is_the_identity(config):
     torch.manual_seed(0)
     model = RestoreUNet(config).eval()
@@ -80,7 +108,7 @@ def test_loading_a_foreign_file_is_one_clear_error(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_EQ], ids=["plain", "minphase-eq"])
+@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD], ids=["plain", "minphase-eq", "eq-head"])
 def test_chunked_inference_matches_whole_clip(config):
     torch.manual_seed(2)
     model = RestoreUNet(config).eval()
@@ -167,3 +195,48 @@ def test_shipped_weights_load_and_process_one_second():
     y = Restorer(model).process(x)
     assert y.shape == x.shape and np.isfinite(y).all()
     assert 0.1 < np.std(y) / np.std(x) < 10.0
+
+
+def test_eq_head_starts_as_the_model_it_was_grown_from():
+    """Fine-tuning a model without the EQ head into one with it starts from the same output."""
+    torch.manual_seed(4)
+    base = RestoreUNet(TINY_EQ).eval()
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    grown = RestoreUNet(dataclasses.replace(TINY_EQ, eq_head=True)).eval()
+    grown.load_compatible(base.state_dict())
+    x = torch.from_numpy(_music_like(8000, 1.0))
+    with torch.inference_mode():
+        assert torch.equal(base(x), grown(x))
+        # and the head does move the EQ once it has weights
+        grown.ups[-1].pointwise.bias[5 * TINY.first_factor:] = 0.5
+        _, _, eq_grown = grown.forward_with_spec(x)
+        _, _, eq_base = base.forward_with_spec(x)
+    assert torch.allclose(eq_grown, (eq_base + 0.5).clamp(max=eq_base.max().item() + 0.5), atol=1e-5)
+
+
+@pytest.mark.parametrize("average", ["log", "power"])
+def test_a_constant_mask_is_read_as_that_eq(average):
+    """Whichever way the EQ is averaged, a mask that is the same in every frame is that EQ."""
+    cfg = dataclasses.replace(TINY_EQ, minphase_eq_average=average)
+    model = RestoreUNet(cfg)
+    gain_db = torch.linspace(-12, 12, cfg.bins)
+    mag = ((10 ** (gain_db / 20)) ** cfg.compress_power)[None, :, None].expand(2, -1, 40)
+    in_mag = 0.5 + torch.rand(2, cfg.bins, 40)
+    eq = model.eq_gain(mag, in_mag)
+    assert torch.allclose(eq, (gain_db / 20 * np.log(10))[None, :, None].expand_as(eq), atol=1e-3)
+
+
+def test_power_average_ignores_frames_gated_in_silence():
+    """Gating a near-silent frame to zero must not drag the EQ down (it does with the log average)."""
+    cfg = dataclasses.replace(TINY_EQ, minphase_eq_average="power")
+    model = RestoreUNet(cfg)
+    in_mag = torch.ones(1, cfg.bins, 40)
+    in_mag[..., ::2] = 1e-3                       # every other frame is almost silent...
+    mag = torch.ones(1, cfg.bins, 40)
+    mag[..., ::2] = 1e-3                          # ...and the mask gates it
+    power_eq = model.eq_gain(mag, in_mag)[..., 10:30]
+    log_eq = RestoreUNet(TINY_EQ).eq_gain(mag, in_mag)[..., 10:30]
+    assert power_eq.abs().max() < 1e-3            # no EQ: the music passes unchanged
+    assert log_eq.mean() < -2                     # the log average reads ~20 dB of cut

@@ -57,13 +57,49 @@ def test_tiny_model_overfits_one_pair():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        est, est_c = model.forward_with_spec(noisy)
+        est, est_c, _ = model.forward_with_spec(noisy)
         loss, _ = criterion(est, est_c, clean)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert min(losses[-3:]) < 0.5 * losses[0], losses
+
+
+def test_eq_target_is_the_inverse_of_a_filter_and_the_eq_loss_trains_the_head():
+    """``eq_target`` reads a known filter's inverse off a (recording, target) pair, and a tiny
+    model with the EQ head learns it from the loss's EQ term."""
+    from scipy import signal
+
+    from resonate.train.losses import LossWeights, eq_target
+
+    cfg = RestoreUNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()},
+                            minphase_eq_seconds=0.25, eq_head=True)
+    rng = np.random.default_rng(5)
+    clean = torch.from_numpy((0.1 * rng.standard_normal((1, SR))).astype(np.float32))
+    sos = signal.butter(2, 1500, fs=SR, output="sos")   # a phone mic's roll-off
+    noisy = torch.from_numpy(signal.sosfilt(sos, clean.numpy(), axis=-1).astype(np.float32))
+    frames = int(round(cfg.minphase_eq_seconds * SR / cfg.hop))
+    target = eq_target(noisy, clean, cfg.n_fft, cfg.hop, frames)
+    freqs = np.arange(cfg.bins) * SR / cfg.n_fft
+    _, h = signal.sosfreqz(sos, worN=freqs, fs=SR)
+    band = (freqs > 100) & (freqs < 2500)
+    expected = -np.log(np.abs(h[band]))
+    assert np.abs(target[0, band, 5:-5].mean(-1).numpy() - expected).max() < 0.15
+
+    torch.manual_seed(0)
+    model = RestoreUNet(cfg)
+    criterion = RestoreLoss(cfg.n_fft, cfg.hop, cfg.compress_power, LossWeights(mrstft=0.0, eq=1.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    errors = []
+    for _ in range(40):
+        est, est_c, eq = model.forward_with_spec(noisy)
+        loss, parts = criterion(est, est_c, clean, eq, noisy, frames)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        errors.append(parts["eq"])
+    assert errors[-1] < 0.5 * errors[0], errors
 
 
 def test_pair_folder_convention(tmp_path):

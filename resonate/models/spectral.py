@@ -40,6 +40,23 @@ def decompress(spec_c: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Ten
     return spec_c * (mag ** (1.0 / power - 1.0))
 
 
+def compress_parts(spec: torch.Tensor, power: float = COMPRESS_POWER) -> tuple[torch.Tensor, torch.Tensor]:
+    """``compress`` returning the real and imaginary parts, as the model consumes them.
+
+    |X|^(p-1) as exp(log(|X|^2) (p-1)/2): no complex abs (hypot) and no ``pow``, the two
+    slowest elementwise ops on CPU; this and ``decompress_parts`` took a tenth of the model's time.
+    """
+    re, im = spec.real, spec.imag
+    scale = torch.exp(torch.log((re * re + im * im).clamp_min(_EPS * _EPS)) * ((power - 1.0) / 2))
+    return re * scale, im * scale
+
+
+def decompress_parts(re: torch.Tensor, im: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Tensor:
+    """``decompress`` of a spectrum given as its real and imaginary parts."""
+    scale = torch.exp(torch.log((re * re + im * im).clamp_min(_EPS * _EPS)) * ((1.0 / power - 1.0) / 2))
+    return torch.complex(re * scale, im * scale)
+
+
 def minimum_phase(log_gain: torch.Tensor, n_fft: int, oversample: int = 4) -> torch.Tensor:
     """Phase (radians) of the minimum-phase filter with the given natural-log magnitude.
 

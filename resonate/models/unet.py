@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resonate.models.spectral import COMPRESS_POWER, compress, decompress, istft, minimum_phase, stft
+from resonate.models.spectral import (
+    COMPRESS_POWER,
+    compress_parts,
+    decompress_parts,
+    istft,
+    minimum_phase,
+    stft,
+)
 
 EQ_LIMIT_NEPER = math.log(100.0)   # +-40 dB
 EQ_FRAME_STRIDE = 8
@@ -41,10 +48,14 @@ def moving_average(x: torch.Tensor, frames: int) -> torch.Tensor:
     if half == 0 or x.shape[-1] < 2:
         return x
     n = x.shape[-1]
-    csum = F.pad(torch.cumsum(x, dim=-1), (1, 0))
+    csum = torch.cumsum(x, dim=-1)
+    # Padded so that every window is a difference of two slices (a gather costs more):
+    # `half` + 1 zeros in front, the total repeated `half` times behind.
+    ext = torch.cat([torch.zeros_like(csum[..., :1]).expand(*csum.shape[:-1], half + 1), csum,
+                     csum[..., -1:].expand(*csum.shape[:-1], half)], dim=-1)
     idx = torch.arange(n, device=x.device)
-    hi, lo = (idx + half + 1).clamp(max=n), (idx - half).clamp(min=0)
-    return (csum[..., hi] - csum[..., lo]) / (hi - lo).to(x.dtype)
+    count = (idx + half + 1).clamp(max=n) - (idx - half).clamp(min=0)
+    return (ext[..., 2 * half + 1:] - ext[..., :n]) / count.to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,14 @@ class RestoreUNetConfig:
     # Give the mask's slowly varying part (an EQ) the phase of a minimum-phase filter; see
     # ``forward_spec``. 0 turns it off (models before v2).
     minphase_eq_seconds: float = 0.0
+    # How that EQ is read off the mask: "power" = output power over input power, each averaged
+    # over the window; "log" = the mask's mean log gain (v2), which frame-by-frame gating of
+    # noisy frames drags down, so the EQ it implies is wrong wherever the crowd is loud.
+    minphase_eq_average: str = "log"
+    # A sixth output map that corrects that EQ estimate (log gain, nepers), trained against the
+    # power ratio of target to input (see ``losses.eq_target``); zero at init, so a model without
+    # it starts out unchanged. Its EQ sets the phase only: the magnitude stays the mask's.
+    eq_head: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +97,10 @@ class RestoreUNetConfig:
     def validate(self) -> None:
         if self.bins % self.total_factor != 0:
             raise ValueError("n_fft/2 must be divisible by the product of the frequency factors")
+
+    @property
+    def out_maps(self) -> int:
+        return 6 if self.eq_head else 5
 
     @property
     def total_factor(self) -> int:
@@ -156,7 +179,7 @@ class RestoreUNet(nn.Module):
         # mask phase (p, q), residual (re, im)); nothing else runs at full resolution, which is
         # what keeps the model fast.
         self.ups = nn.ModuleList(
-            [Up(c[i], c[i - 1]) for i in range(len(c) - 1, 0, -1)] + [Up(c[0], 5, self.config.first_factor, last=True)]
+            [Up(c[i], c[i - 1]) for i in range(len(c) - 1, 0, -1)] + [Up(c[0], self.config.out_maps, self.config.first_factor, last=True)]
         )
         self._init_identity()
 
@@ -164,15 +187,43 @@ class RestoreUNet(nn.Module):
         head = self.ups[-1].pointwise
         nn.init.zeros_(head.weight)
         bound = self.config.mask_bound
-        bias = torch.tensor([math.log(1.0 / (bound - 1.0)), 1.0, 0.0, 0.0, 0.0])
+        bias = torch.tensor([math.log(1.0 / (bound - 1.0)), 1.0, 0.0, 0.0, 0.0, 0.0][: self.config.out_maps])
         with torch.no_grad():
             # pointwise output channel index = output map * factor + sub-pixel position.
             head.bias.copy_(bias.repeat_interleave(self.config.first_factor))
 
-    def forward_spec(self, xc: torch.Tensor) -> torch.Tensor:
-        """Compressed complex spectrum (b, bins+1, t) -> compressed complex estimate, same shape."""
+    def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights of a model that differs from this one at most by the EQ head: the head's
+        extra output map starts at zero, which leaves the loaded model's output unchanged."""
+        last = len(self.ups) - 1
+        key_w, key_b = f"ups.{last}.pointwise.weight", f"ups.{last}.pointwise.bias"
+        own = self.state_dict()
+        state = dict(state)
+        for key in (key_w, key_b):
+            if key in state and state[key].shape != own[key].shape:
+                grown = torch.zeros_like(own[key])
+                grown[: state[key].shape[0]] = state[key]
+                state[key] = grown
+        self.load_state_dict(state)
+
+    def forward_spec(self, xc: torch.Tensor, return_eq: bool = False):
+        """Compressed complex spectrum (b, bins+1, t) -> compressed complex estimate, same shape.
+
+        With ``return_eq`` also the EQ (log gain, (b, bins, t)) whose minimum phase was applied,
+        or None when the model has no minimum-phase EQ.
+        """
+        est_re, est_im, eq = self.forward_parts(xc.real, xc.imag)
+        est = torch.complex(est_re, est_im)
+        return (est, eq) if return_eq else est
+
+    def forward_parts(self, xr: torch.Tensor, xi: torch.Tensor):
+        """``forward_spec`` on real and imaginary parts: (estimate re, estimate im, EQ or None).
+
+        The mask arithmetic is written out in real numbers: complex abs, division and ``polar``
+        on full-resolution tensors cost more than the decoder's last layer.
+        """
         bins = self.config.bins
-        x = torch.stack([xc.real[:, :bins], xc.imag[:, :bins]], dim=1)   # (b, 2, F, T)
+        x = torch.stack([xr[:, :bins], xi[:, :bins]], dim=1)   # (b, 2, F, T)
         skips = []
         h = x
         for down in self.downs:
@@ -184,17 +235,33 @@ class RestoreUNet(nn.Module):
         h = h + self.from_frames(z).view(b, ch, f, t)
         for up, skip in zip(self.ups, reversed(skips)):
             h = up(h + skip)
-        out = h
+        out = h.float()   # the mask arithmetic in float32, also under autocast
         mag = self.config.mask_bound * torch.sigmoid(out[:, 0])
-        phase = torch.complex(out[:, 1], out[:, 2])
-        phase = phase / phase.abs().clamp_min(1e-6)
+        eq = phi = None
         if self.config.minphase_eq_seconds > 0:
-            phase = phase * self._minphase_eq_phase(mag)
-        est = mag * phase * xc[:, :bins] + torch.complex(out[:, 3], out[:, 4])
-        return torch.cat([est, xc[:, bins:]], dim=1)
+            in_mag = None
+            if self.config.minphase_eq_average == "power":
+                in_mag = torch.sqrt(xr[:, :bins] ** 2 + xi[:, :bins] ** 2)
+            eq = self.eq_gain(mag, in_mag, out[:, 5] if self.config.eq_head else None)
+            phi = self._minphase_angle(eq)
+        p, q = out[:, 1], out[:, 2]                           # the mask's phasor, p + iq
+        scale = mag * torch.rsqrt((p * p + q * q).clamp_min(1e-12))
+        if phi is not None:
+            c, s = torch.cos(phi), torch.sin(phi)
+            p, q = p * c - q * s, p * s + q * c
+        mr, mi = scale * p, scale * q
+        x_re, x_im = xr[:, :bins], xi[:, :bins]
+        est_re = torch.cat([mr * x_re - mi * x_im + out[:, 3], xr[:, bins:]], dim=1)
+        est_im = torch.cat([mr * x_im + mi * x_re + out[:, 4], xi[:, bins:]], dim=1)
+        return est_re, est_im, eq
 
-    def _minphase_eq_phase(self, mag: torch.Tensor) -> torch.Tensor:
-        """Unit phasors (b, bins, t): the minimum phase of the mask's local average gain.
+    def _minphase_eq_phase(self, mag: torch.Tensor, in_mag: torch.Tensor | None = None) -> torch.Tensor:
+        c, s = self._minphase_cos_sin(self.eq_gain(mag, in_mag))
+        return torch.complex(c, s)
+
+    def eq_gain(self, mag: torch.Tensor, in_mag: torch.Tensor | None = None,
+                correction: torch.Tensor | None = None) -> torch.Tensor:
+        """The EQ (log gain in nepers, (b, bins, t)) whose minimum phase ``forward_spec`` applies.
 
         PA EQ, speaker and microphone roll-offs are minimum-phase filters, so undoing them needs
         the inverse's minimum phase along with its magnitude; the phase follows from the log
@@ -205,8 +272,31 @@ class RestoreUNet(nn.Module):
         continuous, not wrapped).
         """
         cfg = self.config
-        gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
-        gain = moving_average(gain, max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop))))
+        frames_avg = max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop)))
+        if cfg.minphase_eq_average == "power" and in_mag is not None:
+            # Powers in the linear domain: (|M| |X|)^(2/p) out, |X|^(2/p) in (both compressed by p).
+            # float32 even under fp16 autocast: these powers span far more than fp16's range.
+            expo = 2.0 / cfg.compress_power
+            in_mag, mag = in_mag.float(), mag.float()
+            p_in = moving_average(in_mag.clamp_min(1e-5) ** expo, frames_avg)
+            p_out = moving_average((mag * in_mag).clamp_min(1e-5) ** expo, frames_avg)
+            floor = 1e-12   # ~ -170 dB re a full-scale bin: silence gets no EQ
+            gain = 0.5 * (torch.log(p_out + floor) - torch.log(p_in + floor))
+            gain = gain.clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+        else:
+            gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+            gain = moving_average(gain, frames_avg)
+        if correction is not None:
+            gain = (gain + moving_average(correction.float(), frames_avg)).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+        return gain
+
+    def _minphase_cos_sin(self, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        phi = self._minphase_angle(gain)
+        return torch.cos(phi), torch.sin(phi)
+
+    def _minphase_angle(self, gain: torch.Tensor) -> torch.Tensor:
+        """The minimum phase (radians, (b, bins, t)) of the EQ ``gain`` (see ``eq_gain``)."""
+        cfg = self.config
         frames = gain.shape[-1]
         coarse = max(2, -(-(frames - 1) // EQ_FRAME_STRIDE) + 1) if frames > 1 else 1
         if coarse < frames:
@@ -215,23 +305,22 @@ class RestoreUNet(nn.Module):
         phi = minimum_phase(gain.transpose(1, 2), cfg.n_fft).transpose(1, 2)[:, : cfg.bins]
         if coarse < frames:
             phi = F.interpolate(phi, size=frames, mode="linear", align_corners=True)
-        return torch.polar(torch.ones_like(phi), phi)
+        return phi
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """(batch, n) waveform -> (batch, n) restored waveform."""
         cfg = self.config
         n = wav.shape[-1]
-        spec = stft(wav, cfg.n_fft, cfg.hop)
-        est_c = self.forward_spec(compress(spec, cfg.compress_power))
-        return istft(decompress(est_c, cfg.compress_power), cfg.n_fft, cfg.hop, n)
+        est_re, est_im, _ = self.forward_parts(*compress_parts(stft(wav, cfg.n_fft, cfg.hop), cfg.compress_power))
+        return istft(decompress_parts(est_re, est_im, cfg.compress_power), cfg.n_fft, cfg.hop, n)
 
     def forward_with_spec(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As ``forward``, also returning the compressed complex estimate (for spectral losses)."""
+        """As ``forward``, also returning the compressed complex estimate and the EQ (for the losses)."""
         cfg = self.config
         n = wav.shape[-1]
-        spec = stft(wav, cfg.n_fft, cfg.hop)
-        est_c = self.forward_spec(compress(spec, cfg.compress_power))
-        return istft(decompress(est_c, cfg.compress_power), cfg.n_fft, cfg.hop, n), est_c
+        est_re, est_im, eq = self.forward_parts(*compress_parts(stft(wav, cfg.n_fft, cfg.hop), cfg.compress_power))
+        est_c = torch.complex(est_re, est_im)
+        return istft(decompress_parts(est_re, est_im, cfg.compress_power), cfg.n_fft, cfg.hop, n), est_c, eq
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -142,6 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.optim.max_steps))
     criterion = RestoreLoss(cfg.model.n_fft, cfg.model.hop, cfg.model.compress_power, cfg.loss)
+    eq_frames = max(1, int(round(cfg.model.minphase_eq_seconds * cfg.model.sample_rate / cfg.model.hop)))
     state = {"step": 0, "best_val": -math.inf, "bad_validations": 0, "history": []}
 
     ckpt_path = out / "last.pt"
@@ -149,11 +150,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         from resonate.models.io import load_model
 
         start = load_model(cfg.init_weights, "cpu")
-        # The minimum-phase EQ has no weights: a model without it can be fine-tuned with it.
-        if replace(start.config, minphase_eq_seconds=model.config.minphase_eq_seconds) != model.config:
+        # The minimum-phase EQ adds at most a zero-initialised output map: a model without it can
+        # be fine-tuned with it.
+        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "minphase_eq_average", "eq_head")}
+        if replace(start.config, **eq_fields) != model.config or (start.config.eq_head and not model.config.eq_head):
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
-        model.load_state_dict(start.state_dict())
-        ema.load_state_dict(start.state_dict())
+        model.load_compatible(start.state_dict())
+        ema.load_compatible(start.state_dict())
         log(f"starting from {cfg.init_weights}")
     if resume:
         if not ckpt_path.exists():
@@ -197,8 +200,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             noisy, clean = next(batches)
             model.train()
             with accelerator.autocast():
-                est_wav, est_c = accelerator.unwrap_model(model).forward_with_spec(noisy)
-            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean)
+                est_wav, est_c, eq = accelerator.unwrap_model(model).forward_with_spec(noisy)
+            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean, eq, noisy, eq_frames)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
