@@ -31,6 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
+def _perturbed(config: RestoreUNetConfig, seed: int) -> RestoreUNet:
+    """A model of this config moved off its identity initialisation (random, seeded)."""
+    torch.manual_seed(seed)
+    model = RestoreUNet(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
 def _music_like(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(sr * seconds)) / sr
@@ -52,11 +62,7 @@ def test_stft_compression_round_trip():
 
 @pytest.mark.parametrize("config", [TINY, TINY_EQ_HEAD], ids=["plain", "eq-head"])
 def test_waveform_and_spectrum_entry_points_agree(config):
-    torch.manual_seed(5)
-    model = RestoreUNet(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = _perturbed(config, seed=5)
     x = torch.from_numpy(_music_like(8000, 1.0))
     with torch.inference_mode():
         spec = compress(stft(x, config.n_fft, config.hop), config.compress_power)
@@ -110,11 +116,7 @@ def test_loading_a_foreign_file_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD], ids=["plain", "minphase-eq", "eq-head"])
 def test_chunked_inference_matches_whole_clip(config):
-    torch.manual_seed(2)
-    model = RestoreUNet(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = _perturbed(config, seed=2)
     x = _music_like(8000, 6.0)
     whole = Restorer(model, chunk_seconds=10.0).process(x)
     chunked = Restorer(model, chunk_seconds=2.0, overlap_seconds=0.5).process(x)
@@ -175,11 +177,7 @@ def test_minphase_eq_turns_a_mask_into_an_inverse_filter():
 
 
 def test_strength_zero_is_bypass_and_half_is_the_mix():
-    torch.manual_seed(3)
-    model = RestoreUNet(TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = _perturbed(TINY, seed=3)
     x = _music_like(8000, 1.0)
     assert np.array_equal(Restorer(model, strength=0.0).process(x), x)
     full = Restorer(model, strength=1.0).process(x)
@@ -199,11 +197,7 @@ def test_shipped_weights_load_and_process_one_second():
 
 def test_eq_head_starts_as_the_model_it_was_grown_from():
     """Fine-tuning a model without the EQ head into one with it starts from the same output."""
-    torch.manual_seed(4)
-    base = RestoreUNet(TINY_EQ).eval()
-    with torch.no_grad():
-        for p in base.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    base = _perturbed(TINY_EQ, seed=4)
     grown = RestoreUNet(dataclasses.replace(TINY_EQ, eq_head=True)).eval()
     grown.load_compatible(base.state_dict())
     x = torch.from_numpy(_music_like(8000, 1.0))
