@@ -25,7 +25,7 @@ from resonate.models.unet import RestoreUNet, RestoreUNetConfig, count_parameter
 TINY = RestoreUNetConfig(sample_rate=8000, n_fft=256, hop=64, channels=(4, 8), first_factor=4,
                          bottleneck_dim=16, dilations=(1, 2))
 TINY_EQ = dataclasses.replace(TINY, minphase_eq_seconds=0.5)
-TINY_EQ_HEAD = dataclasses.replace(TINY_EQ, eq_head=True, minphase_eq_average="power")
+TINY_EQ_HEAD = dataclasses.replace(TINY_EQ, eq_head=True)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -210,27 +210,10 @@ def test_eq_head_starts_as_the_model_it_was_grown_from():
     assert torch.allclose(eq_grown, (eq_base + 0.5).clamp(max=eq_base.max().item() + 0.5), atol=1e-5)
 
 
-@pytest.mark.parametrize("average", ["log", "power"])
-def test_a_constant_mask_is_read_as_that_eq(average):
-    """Whichever way the EQ is averaged, a mask that is the same in every frame is that EQ."""
-    cfg = dataclasses.replace(TINY_EQ, minphase_eq_average=average)
-    model = RestoreUNet(cfg)
-    gain_db = torch.linspace(-12, 12, cfg.bins)
-    mag = ((10 ** (gain_db / 20)) ** cfg.compress_power)[None, :, None].expand(2, -1, 40)
-    in_mag = 0.5 + torch.rand(2, cfg.bins, 40)
-    eq = model.eq_gain(mag, in_mag)
+def test_a_constant_mask_is_read_as_that_eq():
+    """A mask that is the same in every frame is that EQ, for the minimum phase."""
+    model = RestoreUNet(TINY_EQ)
+    gain_db = torch.linspace(-12, 12, TINY_EQ.bins)
+    mag = ((10 ** (gain_db / 20)) ** TINY_EQ.compress_power)[None, :, None].expand(2, -1, 40)
+    eq = model.eq_gain(mag)
     assert torch.allclose(eq, (gain_db / 20 * np.log(10))[None, :, None].expand_as(eq), atol=1e-3)
-
-
-def test_power_average_ignores_frames_gated_in_silence():
-    """Gating a near-silent frame to zero must not drag the EQ down (it does with the log average)."""
-    cfg = dataclasses.replace(TINY_EQ, minphase_eq_average="power")
-    model = RestoreUNet(cfg)
-    in_mag = torch.ones(1, cfg.bins, 40)
-    in_mag[..., ::2] = 1e-3                       # every other frame is almost silent...
-    mag = torch.ones(1, cfg.bins, 40)
-    mag[..., ::2] = 1e-3                          # ...and the mask gates it
-    power_eq = model.eq_gain(mag, in_mag)[..., 10:30]
-    log_eq = RestoreUNet(TINY_EQ).eq_gain(mag, in_mag)[..., 10:30]
-    assert power_eq.abs().max() < 1e-3            # no EQ: the music passes unchanged
-    assert log_eq.mean() < -2                     # the log average reads ~20 dB of cut

@@ -72,10 +72,6 @@ class RestoreUNetConfig:
     # Give the mask's slowly varying part (an EQ) the phase of a minimum-phase filter; see
     # ``forward_spec``. 0 turns it off (models before v2).
     minphase_eq_seconds: float = 0.0
-    # How that EQ is read off the mask: "power" = output power over input power, each averaged
-    # over the window; "log" = the mask's mean log gain (v2), which frame-by-frame gating of
-    # noisy frames drags down, so the EQ it implies is wrong wherever the crowd is loud.
-    minphase_eq_average: str = "log"
     # A sixth output map that corrects that EQ estimate (log gain, nepers), trained against the
     # power ratio of target to input (see ``losses.eq_target``); zero at init, so a model without
     # it starts out unchanged. Its EQ sets the phase only: the magnitude stays the mask's.
@@ -239,10 +235,7 @@ class RestoreUNet(nn.Module):
         mag = self.config.mask_bound * torch.sigmoid(out[:, 0])
         eq = phi = None
         if self.config.minphase_eq_seconds > 0:
-            in_mag = None
-            if self.config.minphase_eq_average == "power":
-                in_mag = torch.sqrt(xr[:, :bins] ** 2 + xi[:, :bins] ** 2)
-            eq = self.eq_gain(mag, in_mag, out[:, 5] if self.config.eq_head else None)
+            eq = self.eq_gain(mag, out[:, 5] if self.config.eq_head else None)
             phi = self._minphase_angle(eq)
         p, q = out[:, 1], out[:, 2]                           # the mask's phasor, p + iq
         scale = mag * torch.rsqrt((p * p + q * q).clamp_min(1e-12))
@@ -257,37 +250,26 @@ class RestoreUNet(nn.Module):
         est_re, est_im = torch.cat([est_re, xr[:, bins:]], dim=1), torch.cat([est_im, xi[:, bins:]], dim=1)
         return est_re, est_im, eq
 
-    def _minphase_eq_phase(self, mag: torch.Tensor, in_mag: torch.Tensor | None = None) -> torch.Tensor:
-        c, s = self._minphase_cos_sin(self.eq_gain(mag, in_mag))
+    def _minphase_eq_phase(self, mag: torch.Tensor) -> torch.Tensor:
+        c, s = self._minphase_cos_sin(self.eq_gain(mag))
         return torch.complex(c, s)
 
-    def eq_gain(self, mag: torch.Tensor, in_mag: torch.Tensor | None = None,
-                correction: torch.Tensor | None = None) -> torch.Tensor:
+    def eq_gain(self, mag: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
         """The EQ (log gain in nepers, (b, bins, t)) whose minimum phase ``forward_spec`` applies.
 
         PA EQ, speaker and microphone roll-offs are minimum-phase filters, so undoing them needs
         the inverse's minimum phase along with its magnitude; the phase follows from the log
         magnitude (Hilbert transform), so the network only has to get the gain right. The gain
-        is averaged over ``minphase_eq_seconds`` (the EQ, not the frame-by-frame gating) and
+        is the mask's log gain plus the EQ head's ``correction`` (when the model has one),
+        averaged over ``minphase_eq_seconds`` (the EQ, not the frame-by-frame gating) and
         limited to +-40 dB. That average moves slowly, so the phase is computed on every
         ``EQ_FRAME_STRIDE``-th frame and interpolated in between (the phase from the cepstrum is
         continuous, not wrapped).
         """
         cfg = self.config
         frames_avg = max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop)))
-        if cfg.minphase_eq_average == "power" and in_mag is not None:
-            # Powers in the linear domain: (|M| |X|)^(2/p) out, |X|^(2/p) in (both compressed by p).
-            # float32 even under fp16 autocast: these powers span far more than fp16's range.
-            expo = 2.0 / cfg.compress_power
-            in_mag, mag = in_mag.float(), mag.float()
-            p_in = moving_average(in_mag.clamp_min(1e-5) ** expo, frames_avg)
-            p_out = moving_average((mag * in_mag).clamp_min(1e-5) ** expo, frames_avg)
-            floor = 1e-12   # ~ -170 dB re a full-scale bin: silence gets no EQ
-            gain = 0.5 * (torch.log(p_out + floor) - torch.log(p_in + floor))
-            gain = gain.clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
-        else:
-            gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
-            gain = moving_average(gain, frames_avg)
+        gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+        gain = moving_average(gain, frames_avg)
         if correction is not None:
             gain = (gain + moving_average(correction.float(), frames_avg)).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
         return gain

@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         start = load_model(cfg.init_weights, "cpu")
         # The minimum-phase EQ adds at most a zero-initialised output map: a model without it can
         # be fine-tuned with it.
-        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "minphase_eq_average", "eq_head")}
+        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head")}
         if replace(start.config, **eq_fields) != model.config or (start.config.eq_head and not model.config.eq_head):
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
         model.load_compatible(start.state_dict())
