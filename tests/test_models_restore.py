@@ -217,3 +217,18 @@ def test_a_constant_mask_is_read_as_that_eq():
     mag = ((10 ** (gain_db / 20)) ** TINY_EQ.compress_power)[None, :, None].expand(2, -1, 40)
     eq = model.eq_gain(mag)
     assert torch.allclose(eq, (gain_db / 20 * np.log(10))[None, :, None].expand_as(eq), atol=1e-3)
+
+
+def test_eq_shape_ignores_broadband_gain_and_is_limited():
+    """With ``eq_shape_limit_db`` only the EQ's shape (and at most that much of it) sets the phase."""
+    cfg = dataclasses.replace(TINY_EQ, eq_shape_limit_db=6.0)
+    model = RestoreUNet(cfg)
+    gain_db = torch.linspace(-12, 12, cfg.bins)                       # a tilt, mean 0 dB
+
+    def eq_for(broadband_db):
+        mag = ((10 ** ((gain_db + broadband_db) / 20)) ** cfg.compress_power)[None, :, None].expand(1, -1, 40)
+        return model.eq_gain(mag)
+
+    assert torch.allclose(eq_for(0.0), eq_for(-9.0), atol=1e-4)     # a broadband cut has no phase
+    expected = (gain_db.clamp(-6, 6) / 20 * np.log(10))[None, :, None].expand(1, -1, 40)
+    assert torch.allclose(eq_for(0.0), expected, atol=1e-3)

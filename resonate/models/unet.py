@@ -58,6 +58,12 @@ def moving_average(x: torch.Tensor, frames: int) -> torch.Tensor:
     return (ext[..., 2 * half + 1:] - ext[..., :n]) / count.to(x.dtype)
 
 
+def eq_shape(gain: torch.Tensor, limit_db: float) -> torch.Tensor:
+    """An EQ (log gain, nepers, (b, bins, t)) less its mean over frequency, limited to +-limit_db."""
+    limit = limit_db / 20 * math.log(10)
+    return (gain - gain.mean(dim=1, keepdim=True)).clamp(-limit, limit)
+
+
 @dataclass(frozen=True)
 class RestoreUNetConfig:
     sample_rate: int = 44100
@@ -76,6 +82,11 @@ class RestoreUNetConfig:
     # power ratio of target to input (see ``losses.eq_target``); zero at init, so a model without
     # it starts out unchanged. Its EQ sets the phase only: the magnitude stays the mask's.
     eq_head: bool = False
+    # > 0: only the EQ's shape sets the phase (its mean over frequency removed per frame; a
+    # broadband gain has no phase), limited to +-this many dB. Large corrections, such as a
+    # boost where a phone's low-pass left only noise, barely change the phase where the music
+    # is but smear it in time. 0: the v2 behaviour (the log gain as is, limited to +-40 dB).
+    eq_shape_limit_db: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,6 +283,8 @@ class RestoreUNet(nn.Module):
         gain = moving_average(gain, frames_avg)
         if correction is not None:
             gain = (gain + moving_average(correction.float(), frames_avg)).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+        if cfg.eq_shape_limit_db > 0:
+            gain = eq_shape(gain, cfg.eq_shape_limit_db)
         return gain
 
     def _minphase_cos_sin(self, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         start = load_model(cfg.init_weights, "cpu")
         # The minimum-phase EQ adds at most a zero-initialised output map: a model without it can
         # be fine-tuned with it.
-        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head")}
+        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head", "eq_shape_limit_db")}
         if replace(start.config, **eq_fields) != model.config or (start.config.eq_head and not model.config.eq_head):
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
         model.load_compatible(start.state_dict())
@@ -201,7 +201,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             model.train()
             with accelerator.autocast():
                 est_wav, est_c, eq = accelerator.unwrap_model(model).forward_with_spec(noisy)
-            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean, eq, noisy, eq_frames)
+            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean, eq, noisy, eq_frames,
+                                    cfg.model.eq_shape_limit_db)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)

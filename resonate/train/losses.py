@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from resonate.models.spectral import compress, stft
-from resonate.models.unet import EQ_LIMIT_NEPER, moving_average
+from resonate.models.unet import EQ_LIMIT_NEPER, eq_shape, moving_average
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class RestoreLoss(nn.Module):
 
     def forward(self, est_wav: torch.Tensor, est_c: torch.Tensor, target_wav: torch.Tensor,
                 eq: torch.Tensor | None = None, noisy_wav: torch.Tensor | None = None,
-                eq_frames: int = 1) -> tuple[torch.Tensor, dict]:
+                eq_frames: int = 1, eq_shape_limit_db: float = 0.0) -> tuple[torch.Tensor, dict]:
         target_c = compress(stft(target_wav, self.n_fft, self.hop), self.power)
         mag = (est_c.abs() - target_c.abs()).abs().mean()
         cplx = (est_c - target_c).abs().mean()
@@ -70,7 +70,10 @@ class RestoreLoss(nn.Module):
         if w.eq and eq is not None and noisy_wav is not None:
             # Up to a constant per frame: a broadband gain has no phase (and AGC pumping and the
             # crowd's share make it vary a lot), so only the EQ's shape is scored.
-            err = eq - eq_target(noisy_wav, target_wav, self.n_fft, self.hop, eq_frames)
+            target_eq = eq_target(noisy_wav, target_wav, self.n_fft, self.hop, eq_frames)
+            if eq_shape_limit_db > 0:   # the model's EQ is a limited shape: so is what it is scored against
+                target_eq = eq_shape(target_eq, eq_shape_limit_db)
+            err = eq - target_eq
             eq_err = (err - err.mean(dim=1, keepdim=True)).abs().mean()
             total = total + w.eq * eq_err
             parts["eq"] = float(eq_err.detach())
