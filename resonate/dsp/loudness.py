@@ -57,12 +57,8 @@ class LoudnessMeter:
 
     def __init__(self, rate: int, channels: int, true_peak: bool = True):
         self.rate, self.channels = rate, channels
-        # K-weighting in float32 up to 96 kHz: 8x faster than float64 and within 0.002 dB of it
-        # in measured power (filtered-signal error -68 dB at 96 kHz, -81 dB at 48 kHz). Above,
-        # the 38 Hz high-pass poles sit so close to 1 that float32 drifts (0.01 dB at 192 kHz).
-        self._dtype = np.float32 if rate <= 96000 else np.float64
-        self._sos = k_weighting_sos(rate).astype(self._dtype)
-        self._zi = np.zeros((channels, self._sos.shape[0], 2), dtype=self._dtype)
+        self._sos = k_weighting_sos(rate)
+        self._zi = np.zeros((channels, self._sos.shape[0], 2))
         self._hop = int(round(0.1 * rate))
         self._partial_sum = np.zeros(channels)
         self._partial_n = 0
@@ -77,14 +73,14 @@ class LoudnessMeter:
         block = np.asarray(block)
         if block.shape[-1] == 0:
             return
-        # Peaks and the true-peak envelope in the block's own precision (float32 in the chain).
+        # Peaks and the true-peak envelope in the block's own precision (float32 in the chain);
+        # only the K-weighting filter needs float64 (its 38 Hz poles sit very close to 1).
         peak = np.abs(block)
         self.sample_peak = max(self.sample_peak, float(peak.max()))
         self.clipped_samples += int(np.count_nonzero(peak >= CLIP_LEVEL))
         if self._tp is not None:
             self._tp.update(block)
-        y, self._zi = signal.sosfilt(self._sos, block.astype(self._dtype, copy=False), axis=-1,
-                                     zi=self._zi.transpose(1, 0, 2))
+        y, self._zi = signal.sosfilt(self._sos, block.astype(np.float64), axis=-1, zi=self._zi.transpose(1, 0, 2))
         self._zi = self._zi.transpose(1, 0, 2)
         sq = y * y
         self._total_sum += sq.sum(axis=-1)
@@ -102,7 +98,7 @@ class LoudnessMeter:
                 self._partial_n = 0
         full = (n - i) // self._hop
         if full:
-            seg = sq[:, i: i + full * self._hop].reshape(self.channels, full, self._hop).mean(axis=-1, dtype=np.float64)
+            seg = sq[:, i: i + full * self._hop].reshape(self.channels, full, self._hop).mean(axis=-1)
             self._sub_blocks.extend(seg.T)
             i += full * self._hop
         if i < n:
