@@ -79,7 +79,7 @@ def test_eq_target_is_the_inverse_of_a_filter_and_the_eq_loss_trains_the_head():
     clean = torch.from_numpy((0.1 * rng.standard_normal((1, SR))).astype(np.float32))
     sos = signal.butter(2, 1500, fs=SR, output="sos")   # a phone mic's roll-off
     noisy = torch.from_numpy(signal.sosfilt(sos, clean.numpy(), axis=-1).astype(np.float32))
-    frames = int(round(cfg.minphase_eq_seconds * SR / cfg.hop))
+    frames = cfg.eq_frames
     target = eq_target(noisy, clean, cfg.n_fft, cfg.hop, frames)
     freqs = np.arange(cfg.bins) * SR / cfg.n_fft
     _, h = signal.sosfreqz(sos, worN=freqs, fs=SR)

@@ -31,13 +31,11 @@ def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor
 
 def compress(spec: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Tensor:
     """Complex spectrum -> complex spectrum with |.|**power and the same phase."""
-    mag = spec.abs().clamp_min(_EPS)
-    return spec * (mag ** (power - 1.0))
+    return torch.complex(*compress_parts(spec, power))
 
 
 def decompress(spec_c: torch.Tensor, power: float = COMPRESS_POWER) -> torch.Tensor:
-    mag = spec_c.abs().clamp_min(_EPS)
-    return spec_c * (mag ** (1.0 / power - 1.0))
+    return decompress_parts(spec_c.real, spec_c.imag, power)
 
 
 def compress_parts(spec: torch.Tensor, power: float = COMPRESS_POWER) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,6 +106,11 @@ class RestoreUNetConfig:
             raise ValueError("n_fft/2 must be divisible by the product of the frequency factors")
 
     @property
+    def eq_frames(self) -> int:
+        """STFT frames the minimum-phase EQ is averaged over (``minphase_eq_seconds``)."""
+        return max(1, int(round(self.minphase_eq_seconds * self.sample_rate / self.hop)))
+
+    @property
     def out_maps(self) -> int:
         return 6 if self.eq_head else 5
 
@@ -262,8 +267,9 @@ class RestoreUNet(nn.Module):
         return est_re, est_im, eq
 
     def _minphase_eq_phase(self, mag: torch.Tensor) -> torch.Tensor:
-        c, s = self._minphase_cos_sin(self.eq_gain(mag))
-        return torch.complex(c, s)
+        """Unit phasors (b, bins, t) of the minimum phase of the EQ read off ``mag``."""
+        phi = self._minphase_angle(self.eq_gain(mag))
+        return torch.polar(torch.ones_like(phi), phi)
 
     def eq_gain(self, mag: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
         """The EQ (log gain in nepers, (b, bins, t)) whose minimum phase ``forward_spec`` applies.
@@ -278,18 +284,13 @@ class RestoreUNet(nn.Module):
         continuous, not wrapped).
         """
         cfg = self.config
-        frames_avg = max(1, int(round(cfg.minphase_eq_seconds * cfg.sample_rate / cfg.hop)))
         gain = (torch.log(mag.clamp_min(1e-6)) / cfg.compress_power).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
-        gain = moving_average(gain, frames_avg)
+        gain = moving_average(gain, cfg.eq_frames)
         if correction is not None:
-            gain = (gain + moving_average(correction.float(), frames_avg)).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
+            gain = (gain + moving_average(correction.float(), cfg.eq_frames)).clamp(-EQ_LIMIT_NEPER, EQ_LIMIT_NEPER)
         if cfg.eq_shape_limit_db > 0:
             gain = eq_shape(gain, cfg.eq_shape_limit_db)
         return gain
-
-    def _minphase_cos_sin(self, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        phi = self._minphase_angle(gain)
-        return torch.cos(phi), torch.sin(phi)
 
     def _minphase_angle(self, gain: torch.Tensor) -> torch.Tensor:
         """The minimum phase (radians, (b, bins, t)) of the EQ ``gain`` (see ``eq_gain``)."""

@@ -142,7 +142,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.optim.max_steps))
     criterion = RestoreLoss(cfg.model.n_fft, cfg.model.hop, cfg.model.compress_power, cfg.loss)
-    eq_frames = max(1, int(round(cfg.model.minphase_eq_seconds * cfg.model.sample_rate / cfg.model.hop)))
     state = {"step": 0, "best_val": -math.inf, "bad_validations": 0, "history": []}
 
     ckpt_path = out / "last.pt"
@@ -201,7 +200,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             model.train()
             with accelerator.autocast():
                 est_wav, est_c, eq = accelerator.unwrap_model(model).forward_with_spec(noisy)
-            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean, eq, noisy, eq_frames,
+            loss, parts = criterion(est_wav.float(), est_c.to(torch.complex64), clean, eq, noisy, cfg.model.eq_frames,
                                     cfg.model.eq_shape_limit_db)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
