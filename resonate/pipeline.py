@@ -29,6 +29,7 @@ from resonate.errors import ResonateError, StageUnavailable
 from resonate.presets import DEFAULT_PRESET, load_preset
 from resonate.stages import STAGE_ORDER, load_registry
 from resonate.stages.base import Stage, StageContext
+from resonate.streams import WriteBehind
 
 BLOCK_FRAMES = 1 << 16
 LONG_FILE_SECONDS = 3600.0
@@ -242,8 +243,14 @@ def process_file(
             blocks = chain(blocks, two_pass, out_frames)
 
         with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
-            for b in _tap(blocks, out_meter.update):
+            def finish(b: np.ndarray) -> None:
+                out_meter.update(b)
                 writer.write(b)
+
+            with WriteBehind(finish) as sink:
+                for b in blocks:
+                    # A copy the writer owns: a stage may reuse its buffers for the next block.
+                    sink.put(np.array(b, dtype=np.float32, order="C"))
 
     # Exclusive time per stage: a stage's inclusive time includes everything upstream of it.
     prev = reading.inclusive

@@ -1,9 +1,12 @@
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resonate.audio.io import AudioWriter
 from resonate.errors import StageUnavailable
 from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
 from resonate.stages import REGISTRY, Stage, load_registry
@@ -98,10 +101,17 @@ def test_progress_reaches_one_for_every_stage(tmp_path):
     src = tmp_path / "in.wav"
     sf.write(str(src), tone_mix(3, 22050, 1).T, 22050)
     seen: dict[str, list[float]] = {}
-    rep = process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY),
-                       progress=lambda s, f: seen.setdefault(s, []).append(f), block_frames=4096)
+    threads = set()
+
+    def progress(stage, fraction):
+        threads.add(threading.get_ident())
+        seen.setdefault(stage, []).append(fraction)
+
+    rep = process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY), progress=progress, block_frames=4096)
     ran = [s["name"] for s in rep["stages"] if not s["skipped"]]
     assert set(seen) == set(ran)
+    # Streamlit accepts UI updates from the script thread only.
+    assert threads == {threading.get_ident()}
     for fractions in seen.values():
         assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
@@ -151,3 +161,21 @@ def test_presets_and_overrides():
     assert cfg["loudness"].target_lufs == -20.0 and cfg["master"].comp_ratio == 3.0
     for name in ("concert", "phone", "gentle", "broadcast"):
         assert stage_configs(ChainSettings(preset=name))["loudness"].true_peak_dbtp == -1.0
+
+
+def test_writer_failure_mid_stream_leaves_no_output_and_no_thread(tmp_path, monkeypatch):
+    real_write = AudioWriter.write
+
+    def failing_write(self, block):
+        if self.frames_written >= 8192:
+            raise OSError("No space left on device")
+        real_write(self, block)
+
+    monkeypatch.setattr(AudioWriter, "write", failing_write)
+    src = tmp_path / "in.wav"
+    sf.write(str(src), tone_mix(3, 22050, 1).T, 22050)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space"):
+        process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY), block_frames=4096)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+    assert threading.active_count() == before
