@@ -237,9 +237,9 @@ def process_file(
                     t0 = time.perf_counter()
                     measure(b)
                     t_measure += time.perf_counter() - t0
-                    f.write(np.ascontiguousarray(b.T).tobytes())
+                    _write_spool_block(f, b)
             two_pass[0].inclusive += t_measure
-            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
+            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels))
             blocks = chain(blocks, two_pass, out_frames)
 
         with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
@@ -294,11 +294,20 @@ def process_file(
     }
 
 
-def _read_spool(path: Path, channels: int, block_frames: int) -> Iterator[np.ndarray]:
-    frame_bytes = 4 * channels
+# The spool holds the blocks as the stages made them, each channel-planar after its frame count:
+# no interleaving on the way out and back (600 s of stereo: 0.1-0.2 s instead of 0.6 s).
+_SPOOL_HEADER = np.dtype("<i8")
+
+
+def _write_spool_block(f, block: np.ndarray) -> None:
+    f.write(np.array(block.shape[-1], dtype=_SPOOL_HEADER).tobytes())
+    f.write(np.ascontiguousarray(block, dtype=np.float32).data)
+
+
+def _read_spool(path: Path, channels: int) -> Iterator[np.ndarray]:
     with open(path, "rb") as f:
-        while True:
-            raw = f.read(block_frames * frame_bytes)
-            if not raw:
-                return
-            yield np.frombuffer(raw, dtype=np.float32).reshape(-1, channels).T.copy()
+        while header := f.read(_SPOOL_HEADER.itemsize):
+            block = np.empty((channels, int(np.frombuffer(header, dtype=_SPOOL_HEADER)[0])), dtype=np.float32)
+            if block.nbytes and f.readinto(memoryview(block.reshape(-1)).cast("B")) != block.nbytes:
+                raise ResonateError("the temporary spool file was cut short (disk full?)")
+            yield block

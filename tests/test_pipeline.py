@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resonate.audio.io import AudioWriter
-from resonate.errors import StageUnavailable
+from resonate.errors import ResonateError, StageUnavailable
 from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
 from resonate.stages import REGISTRY, Stage, load_registry
 from tests.conftest import tone_mix
@@ -179,3 +179,22 @@ def test_writer_failure_mid_stream_leaves_no_output_and_no_thread(tmp_path, monk
         process_file(src, tmp_path / "o.wav", ChainSettings(skip=DSP_ONLY), block_frames=4096)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
     assert threading.active_count() == before
+
+
+def test_spool_gives_back_the_blocks_it_was_given(tmp_path):
+    from resonate.pipeline import _read_spool, _write_spool_block
+
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal((2, n)).astype(np.float32) for n in (5, 0, 65536, 1, 300001)]
+    blocks[2] = np.asfortranarray(blocks[2])     # a transposed view from a stage is fine too
+    path = tmp_path / "spool.f32"
+    with open(path, "wb") as f:
+        for b in blocks:
+            _write_spool_block(f, b)
+    back = list(_read_spool(path, 2))
+    assert [b.shape for b in back] == [b.shape for b in blocks]
+    assert all(np.array_equal(a, b) and a.flags.writeable for a, b in zip(back, blocks))
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 4)
+    with pytest.raises(ResonateError, match="cut short"):
+        list(_read_spool(path, 2))
