@@ -239,7 +239,7 @@ def process_file(
                     t_measure += time.perf_counter() - t0
                     _write_spool_block(f, b)
             two_pass[0].inclusive += t_measure
-            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels))
+            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
             blocks = chain(blocks, two_pass, out_frames)
 
         with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
@@ -304,10 +304,12 @@ def _write_spool_block(f, block: np.ndarray) -> None:
     f.write(np.ascontiguousarray(block, dtype=np.float32).data)
 
 
-def _read_spool(path: Path, channels: int) -> Iterator[np.ndarray]:
+def _read_spool(path: Path, channels: int, block_frames: int) -> Iterator[np.ndarray]:
+    """The spooled blocks again, none longer than ``block_frames`` (pass 2's working set stays small)."""
     with open(path, "rb") as f:
         while header := f.read(_SPOOL_HEADER.itemsize):
             block = np.empty((channels, int(np.frombuffer(header, dtype=_SPOOL_HEADER)[0])), dtype=np.float32)
             if block.nbytes and f.readinto(memoryview(block.reshape(-1)).cast("B")) != block.nbytes:
                 raise ResonateError("the temporary spool file was cut short (disk full?)")
-            yield block
+            for start in range(0, max(1, block.shape[-1]), block_frames):
+                yield block[:, start: start + block_frames]

@@ -191,10 +191,14 @@ def test_spool_gives_back_the_blocks_it_was_given(tmp_path):
     with open(path, "wb") as f:
         for b in blocks:
             _write_spool_block(f, b)
-    back = list(_read_spool(path, 2))
+    back = list(_read_spool(path, 2, 1 << 20))
     assert [b.shape for b in back] == [b.shape for b in blocks]
     assert all(np.array_equal(a, b) and a.flags.writeable for a, b in zip(back, blocks))
+    # Long blocks come back in pieces of at most block_frames.
+    pieces = list(_read_spool(path, 2, 70000))
+    assert max(p.shape[-1] for p in pieces) == 70000
+    assert np.array_equal(np.concatenate(pieces, axis=-1), np.concatenate(blocks, axis=-1))
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size - 4)
     with pytest.raises(ResonateError, match="cut short"):
-        list(_read_spool(path, 2))
+        list(_read_spool(path, 2, 1 << 20))
