@@ -76,3 +76,20 @@ def tune_allocator() -> bool:
         return False
     _allocator_tuned = ok
     return ok
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc ``malloc_trim``); elsewhere a no-op.
+
+    With ``tune_allocator``'s thresholds glibc keeps what a pass freed; the pipeline calls this
+    between its two passes, so the loudness pass does not stack its blocks on top of the restore
+    model's freed activations (20 min through the chain: peak 892-901 MB instead of 924-954 MB,
+    two runs each).
+    """
+    if platform.system() != "Linux" or not platform.libc_ver()[0].startswith("glibc"):
+        return False
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True

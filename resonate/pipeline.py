@@ -23,7 +23,7 @@ import numpy as np
 from resonate.audio.io import AudioWriter, NonFiniteCounter, parse_bit_depth, probe, read_blocks
 from resonate.audio.resample import StreamResampler, resampled_length
 from resonate.config import config_from_dict, merge_config
-from resonate.device import pick_device, tune_allocator
+from resonate.device import pick_device, release_free_memory, tune_allocator
 from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.presets import DEFAULT_PRESET, load_preset
@@ -239,6 +239,7 @@ def process_file(
                     t_measure += time.perf_counter() - t0
                     _write_spool_block(f, b)
             two_pass[0].inclusive += t_measure
+            release_free_memory()
             blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
             blocks = chain(blocks, two_pass, out_frames)
 

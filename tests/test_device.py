@@ -1,9 +1,10 @@
+import os
 import platform
 
 import pytest
 import torch
 
-from resonate.device import needs_fixed_shapes, pick_device, tune_allocator
+from resonate.device import needs_fixed_shapes, pick_device, release_free_memory, tune_allocator
 from resonate.errors import ResonateError
 
 
@@ -26,3 +27,21 @@ def test_tune_allocator_applies_on_glibc_and_is_idempotent():
     a = torch.empty(64 << 20, dtype=torch.uint8)
     del a
     assert torch.empty(64 << 20, dtype=torch.uint8).numel() == 64 << 20
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0].startswith("glibc"),
+                    reason="malloc_trim is glibc's")
+def test_release_free_memory_gives_back_what_the_tuned_allocator_keeps():
+    import numpy as np
+
+    assert tune_allocator() is True
+    block = np.ones(200 << 20, dtype=np.uint8)   # touched, so resident
+    del block
+    kept = _rss_mb()
+    assert release_free_memory() is True
+    assert _rss_mb() < kept - 100
