@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resonate.models.io import load_model  # noqa: E402
-from resonate.models.spectral import istft, minimum_phase, stft  # noqa: E402
+from resonate.models.spectral import istft, stft  # noqa: E402
 from resonate.models.unet import eq_shape  # noqa: E402
 from resonate.train.dataset import find_pairs, load_pair  # noqa: E402
 from resonate.train.losses import eq_target, si_sdr_db  # noqa: E402
@@ -50,15 +50,15 @@ def octave_smoother(bins: int) -> torch.Tensor:
     return torch.from_numpy(m / m.sum(axis=1, keepdims=True))
 
 
-def with_phase_of(x: torch.Tensor, log_gain: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """``x`` with the minimum phase of ``log_gain`` (per bin, static or (b, bins, frames)) applied."""
-    spec = stft(x, n_fft, hop)
-    if log_gain.dim() == 1:
-        phi = minimum_phase(log_gain[None].float(), n_fft)[0][None, :, None]
-    else:
-        full = torch.cat([log_gain, log_gain[:, -1:]], dim=1)                 # + Nyquist bin
-        phi = minimum_phase(full.transpose(1, 2), n_fft).transpose(1, 2)
-    return istft(spec * torch.polar(torch.ones_like(phi), phi), n_fft, hop, x.shape[-1])
+def with_phase_of(model, x: torch.Tensor, log_gain: torch.Tensor) -> torch.Tensor:
+    """``x`` with the minimum phase of ``log_gain`` (bins below Nyquist: static (bins,) or
+    (b, bins, frames)) applied the way the model applies its own EQ's."""
+    cfg = model.config
+    gain = log_gain[None, :, None] if log_gain.dim() == 1 else log_gain
+    phi = model._minphase_angle(gain.float())
+    spec = stft(x, cfg.n_fft, cfg.hop)
+    spec[:, : cfg.bins] *= torch.polar(torch.ones_like(phi), phi)
+    return istft(spec, cfg.n_fft, cfg.hop, x.shape[-1])
 
 
 def main() -> int:
@@ -79,7 +79,7 @@ def main() -> int:
 
     def blind_eq(x: torch.Tensor) -> torch.Tensor:
         g = (smooth @ (0.5 * (reference - long_term_log_spectrum(x, n_fft, hop)))).clamp(-limit, limit)
-        return g - g.mean()
+        return (g - g.mean())[: cfg.bins]
 
     rows: dict[str, list[float]] = {}
     for pair in find_pairs(args.data):
@@ -95,9 +95,9 @@ def main() -> int:
             clean_out = model(clean)
         gains = {
             "model output": si_sdr_db(out, clean),
-            "input + model's EQ phase": si_sdr_db(with_phase_of(rec, model_eq, n_fft, hop), clean),
-            "input + oracle EQ phase": si_sdr_db(with_phase_of(rec, oracle, n_fft, hop), clean),
-            "model output + blind EQ phase": si_sdr_db(with_phase_of(out, blind_eq(out), n_fft, hop), clean),
+            "input + model's EQ phase": si_sdr_db(with_phase_of(model, rec, model_eq), clean),
+            "input + oracle EQ phase": si_sdr_db(with_phase_of(model, rec, oracle), clean),
+            "model output + blind EQ phase": si_sdr_db(with_phase_of(model, out, blind_eq(out)), clean),
         }
         for name, sdr in gains.items():
             rows.setdefault(name, []).append(float((sdr - base).mean()))
@@ -105,7 +105,7 @@ def main() -> int:
         rows.setdefault("EQ shape error, no EQ (dB)", []).append(float(oracle.abs().mean() / NEPER_PER_DB))
         rows.setdefault("clean pass-through, model (SI-SDR dB)", []).append(float(si_sdr_db(clean_out, clean).mean()))
         rows.setdefault("clean pass-through, + blind EQ phase (SI-SDR dB)", []).append(
-            float(si_sdr_db(with_phase_of(clean_out, blind_eq(clean_out), n_fft, hop), clean).mean()))
+            float(si_sdr_db(with_phase_of(model, clean_out, blind_eq(clean_out)), clean).mean()))
 
     print(f"{len(rows['model output'])} pairs in {args.data}; SI-SDR gains over the input unless noted")
     for name, v in rows.items():
