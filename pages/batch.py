@@ -50,7 +50,7 @@ def chosen_files(disabled: bool) -> list[tuple[Path, str]]:
 def unique_name(name: str, suffix: str, taken: set[str]) -> str:
     candidate, n = download_name(name, suffix), 2
     while candidate in taken:
-        candidate, n = download_name(name, suffix, f"restored-{n}"), n + 1
+        candidate, n = download_name(name, suffix, f"restored_{n}"), n + 1
     taken.add(candidate)
     return candidate
 

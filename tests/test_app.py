@@ -106,12 +106,44 @@ def test_upload_with_separation_gives_stems_and_mp3(app_env, tmp_path):
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
 
     result = at.session_state["restore.result"]
-    assert Path(result["output"]).name == "my show-restored.mp3"
+    assert Path(result["output"]).name == "my show_restored.mp3"          # as the CLI names it
     assert probe(result["output"]).seconds == pytest.approx(4.0, abs=0.06)     # a playable MP3
     assert [Path(p).stem.rsplit("-", 1)[-1] for p in result["stems"]] == ["bass", "drums", "other", "vocals"]
     assert len(at.get("plotly_chart")) == 3                      # waveform, spectrogram, stems
     labels = [d.label for d in at.get("download_button")]
     assert labels == ["Download master (MP3 320 kb/s)", "Download stems (zip)"]
+
+
+def restore_upload(at: AppTest, name: str, seconds: float) -> AppTest:
+    """Upload a synthetic recording of ``seconds`` and run it (Demucs bypassed: tested above)."""
+    at.file_uploader[0].set_value((name, wav_bytes(seconds, 3), "audio/wav")).run()
+    widget(at, "toggle", "restore.cfg.separate.bypass").set_value(True).run()
+    widget(at, "button", "restore.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    return at
+
+
+def test_two_minute_upload_shows_results_and_the_excerpt_sliders_work(app_env):
+    # Anything longer than the 30-s demo used to crash the results (an int slider value between float bounds).
+    at = restore_upload(started(), "two minutes.wav", 120.0)
+    assert len(at.get("plotly_chart")) == 2 and any('id="ab-player"' in html for html in iframes(at))
+    assert [d.label for d in at.get("download_button")] == ["Download master (WAV 24-bit)"]
+    start = widget(at, "slider", "restore.ab_start")
+    assert (start.min, start.max, start.value) == (0.0, 90.0, 45.0)
+    start.set_value(90.0).run()                           # the latest start for a 30-s excerpt...
+    widget(at, "slider", "restore.ab_length").set_value(60.0).run()     # ...then a longer excerpt
+    assert not at.exception, [e.value for e in at.exception]
+    start = widget(at, "slider", "restore.ab_start")
+    assert (start.max, start.value) == (60.0, 60.0)
+    assert any('id="ab-player"' in html for html in iframes(at))
+
+
+def test_upload_just_over_the_excerpt_length_shows_results(app_env):
+    at = restore_upload(started(), "short.wav", 31.5)
+    start = widget(at, "slider", "restore.ab_start")
+    assert (start.max, start.value) == (1.5, 1.0)
+    assert not [s for s in at.slider if s.key == "restore.ab_length"]      # no room for a longer excerpt
+    assert any('id="ab-player"' in html for html in iframes(at))
 
 
 def test_batch_processes_two_files(app_env):

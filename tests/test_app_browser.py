@@ -117,3 +117,41 @@ def test_restore_page_renders_in_chromium(served_app, browser):
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "app_restore_page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def wait_for(driver, condition, what: str, timeout=RENDER_TIMEOUT_S):
+    return WebDriverWait(driver, timeout).until(condition, f"waited {timeout} s for {what}")
+
+
+def buttons(driver, label: str):
+    return [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == label]
+
+
+def exceptions(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
+
+
+def test_two_minute_upload_restores_with_results_in_chromium(served_app, browser, tmp_path):
+    import soundfile as sf
+    from conftest import tone_mix
+
+    wav = tmp_path / "two minutes.wav"
+    sf.write(str(wav), tone_mix(120.0, seed=5).T * 0.5, 44100, subtype="PCM_16")
+    browser.get(served_app)
+    wait_for(browser, lambda d: buttons(d, "Try the demo"), "the Restore page")
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploader"] input[type="file"]').send_keys(str(wav))
+    wait_for(browser, lambda d: "two minutes.wav" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+             and "2:00" in d.page_source, "the upload")
+    run = wait_for(browser, lambda d: [b for b in buttons(d, "Run") if b.is_enabled()], "the Run button")
+    run[0].click()
+    wait_for(browser, lambda d: exceptions(d) or d.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"]'),
+             "the results", timeout=600)
+    assert not exceptions(browser), exceptions(browser)
+    artifacts = Path(os.environ.get("RESONATE_ARTIFACTS_DIR", ROOT / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1400, 3200)
+    browser.save_screenshot(str(artifacts / "restore_2min_waveform.png"))
+    tab = [t for t in browser.find_elements(By.CSS_SELECTOR, "[data-testid=stTab]") if t.text.strip() == "Spectrogram"]
+    tab[0].click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, "the spectrogram")
+    browser.save_screenshot(str(artifacts / "restore_2min_spectrogram.png"))

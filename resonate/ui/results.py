@@ -48,7 +48,8 @@ def stage_table(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def download_name(input_name: str, suffix: str, tag: str = "restored") -> str:
-    return f"{sanitize_filename(Path(input_name).stem, 'recording')}-{tag}{suffix}"
+    """``NAME_restored.wav``: the CLI's batch naming, on every page."""
+    return f"{sanitize_filename(Path(input_name).stem, 'recording')}_{tag}{suffix}"
 
 
 def _reader(path: Path):
@@ -70,12 +71,19 @@ def ab_player(original: Path, restored: Path, key: str) -> None:
     duration = probe(original).seconds
     if duration > abplayer.MIN_EXCERPT_S:
         c1, c2 = st.columns(2)
-        length = c1.slider("Excerpt length (s)", abplayer.MIN_EXCERPT_S, min(abplayer.MAX_EXCERPT_S, duration),
-                           value=abplayer.MIN_EXCERPT_S, step=5.0, key=f"{key}.ab_length") \
-            if duration > abplayer.MIN_EXCERPT_S + 5 else abplayer.MIN_EXCERPT_S
-        latest = max(0.0, duration - length)
-        start = c2.slider("Excerpt start (s)", 0.0, latest, value=round(latest / 2), step=1.0,
-                          key=f"{key}.ab_start") if latest >= 1 else 0.0
+        length = abplayer.MIN_EXCERPT_S
+        if duration > abplayer.MIN_EXCERPT_S + 5:
+            length = c1.slider("Excerpt length (s)", abplayer.MIN_EXCERPT_S, float(min(abplayer.MAX_EXCERPT_S, duration)),
+                               value=abplayer.MIN_EXCERPT_S, step=5.0, key=f"{key}.ab_length")
+        # Every slider number is a float: Streamlit refuses an int value between float bounds.
+        latest = float(max(0.0, duration - length))
+        start = 0.0
+        if latest >= 1:
+            start_key = f"{key}.ab_start"
+            if st.session_state.get(start_key, 0.0) > latest:
+                st.session_state[start_key] = latest      # a longer excerpt moved the end of the range
+            start = c2.slider("Excerpt start (s)", 0.0, latest, value=float(round(latest / 2)), step=1.0,
+                              key=start_key)
     else:
         start, length = 0.0, duration
     start, length = abplayer.excerpt_bounds(duration, start, length)
