@@ -26,6 +26,7 @@ TINY = RestoreUNetConfig(sample_rate=8000, n_fft=256, hop=64, channels=(4, 8), f
                          bottleneck_dim=16, dilations=(1, 2))
 TINY_EQ = dataclasses.replace(TINY, minphase_eq_seconds=0.5)
 TINY_EQ_HEAD = dataclasses.replace(TINY_EQ, eq_head=True)
+TINY_LEVEL = dataclasses.replace(TINY_EQ_HEAD, level_norm_seconds=0.5, level_norm_reference=0.5)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,7 +61,7 @@ def test_stft_compression_round_trip():
     assert torch.allclose(decompress_parts(re, im), spec, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_EQ_HEAD], ids=["plain", "eq-head"])
+@pytest.mark.parametrize("config", [TINY, TINY_EQ_HEAD, TINY_LEVEL], ids=["plain", "eq-head", "level-norm"])
 def test_waveform_and_spectrum_entry_points_agree(config):
     model = _perturbed(config, seed=5)
     x = torch.from_numpy(_music_like(8000, 1.0))
@@ -71,7 +72,8 @@ def test_waveform_and_spectrum_entry_points_agree(config):
         assert torch.allclose(model.forward_with_spec(x)[0], via_spec, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD], ids=["plain", "minphase-eq", "eq-head"])
+@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD, TINY_LEVEL],
+                         ids=["plain", "minphase-eq", "eq-head", "level-norm"])
 def test_fresh_model_is_the_identity(config):
     torch.manual_seed(0)
     model = RestoreUNet(config).eval()
@@ -114,7 +116,8 @@ def test_loading_a_foreign_file_is_one_clear_error(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD], ids=["plain", "minphase-eq", "eq-head"])
+@pytest.mark.parametrize("config", [TINY, TINY_EQ, TINY_EQ_HEAD, TINY_LEVEL],
+                         ids=["plain", "minphase-eq", "eq-head", "level-norm"])
 def test_chunked_inference_matches_whole_clip(config):
     model = _perturbed(config, seed=2)
     x = _music_like(8000, 6.0)
@@ -124,6 +127,29 @@ def test_chunked_inference_matches_whole_clip(config):
     assert np.abs(whole - x).max() > 1e-3  # the perturbed model really changes the audio
     err = np.sqrt(np.mean((chunked - whole) ** 2) / np.mean(whole ** 2))
     assert err < 0.01
+
+
+@pytest.mark.parametrize("gain_db", [-30.0, -12.0, 12.0])
+def test_level_normalised_model_commutes_with_gain(gain_db):
+    """model(g x) = g model(x): the output does not depend on how loud the recording is."""
+    model = _perturbed(TINY_LEVEL, seed=6)
+    x = torch.from_numpy(_music_like(8000, 2.0))
+    g = 10 ** (gain_db / 20)
+    with torch.inference_mode():
+        y, y_scaled = model(x), model(g * x)
+    assert (y - x).abs().max() > 1e-3          # the perturbed model really changes the audio
+    assert torch.allclose(y_scaled, g * y, rtol=1e-3, atol=1e-5 * g)
+
+
+def test_without_level_normalisation_the_output_depends_on_level():
+    """The defect v4 removes: without the normaliser a trained mask acts differently on a quieter
+    copy of the same recording (this is how v3 learned its training set's level)."""
+    model = _perturbed(TINY_EQ_HEAD, seed=6)
+    x = torch.from_numpy(_music_like(8000, 2.0))
+    g = 10 ** (-30 / 20)
+    with torch.inference_mode():
+        y, y_scaled = model(x), model(g * x)
+    assert not torch.allclose(y_scaled, g * y, rtol=1e-2, atol=1e-3 * g)
 
 
 def test_minimum_phase_matches_a_known_filter():

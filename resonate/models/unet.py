@@ -87,6 +87,16 @@ class RestoreUNetConfig:
     # boost where a phone's low-pass left only noise, barely change the phase where the music
     # is but smear it in time. 0: the v2 behaviour (the log gain as is, limited to +-40 dB).
     eq_shape_limit_db: float = 0.0
+    # > 0: the network sees each frame divided by the recording's level around it (the RMS of
+    # the compressed spectrum, averaged over this many seconds), and its residual is scaled back
+    # by that level, so ``model(g x) = g model(x)`` for any gain g. A model that sees absolute
+    # levels learns the level of its training set instead of the damage (v3 did: on quieter real
+    # recordings its output was the input times 0.93). 0: models before v4.
+    level_norm_seconds: float = 0.0
+    # The level the network sees after that normalisation (the compressed spectrum's RMS): the
+    # typical level of the recordings it was first trained on, so weights trained without the
+    # normaliser are a sensible start.
+    level_norm_reference: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +119,11 @@ class RestoreUNetConfig:
     def eq_frames(self) -> int:
         """STFT frames the minimum-phase EQ is averaged over (``minphase_eq_seconds``)."""
         return max(1, int(round(self.minphase_eq_seconds * self.sample_rate / self.hop)))
+
+    @property
+    def level_frames(self) -> int:
+        """STFT frames the level normaliser averages over (``level_norm_seconds``, odd)."""
+        return max(1, int(round(self.level_norm_seconds * self.sample_rate / self.hop)) // 2 * 2 + 1)
 
     @property
     def out_maps(self) -> int:
@@ -235,7 +250,11 @@ class RestoreUNet(nn.Module):
         on full-resolution tensors cost more than the decoder's last layer.
         """
         bins = self.config.bins
-        x = torch.stack([xr[:, :bins], xi[:, :bins]], dim=1)   # (b, 2, F, T)
+        level = self.input_level(xr[:, :bins], xi[:, :bins])   # (b, 1, T) or None
+        if level is None:
+            x = torch.stack([xr[:, :bins], xi[:, :bins]], dim=1)   # (b, 2, F, T)
+        else:
+            x = torch.stack([xr[:, :bins] / level, xi[:, :bins] / level], dim=1)
         skips = []
         h = x
         for down in self.downs:
@@ -260,11 +279,27 @@ class RestoreUNet(nn.Module):
             p, q = p * c - q * s, p * s + q * c
         mr, mi = scale * p, scale * q
         x_re, x_im = xr[:, :bins], xi[:, :bins]
+        res_re, res_im = out[:, 3], out[:, 4]
+        if level is not None:   # the residual was made at the normalised level
+            res_re, res_im = res_re * level, res_im * level
         # M X + R, two fused multiply-adds per part (each full-size pass costs ~1 ms per chunk).
-        est_re = torch.addcmul(torch.addcmul(out[:, 3], mr, x_re), mi, x_im, value=-1.0)
-        est_im = torch.addcmul(torch.addcmul(out[:, 4], mr, x_im), mi, x_re)
+        est_re = torch.addcmul(torch.addcmul(res_re, mr, x_re), mi, x_im, value=-1.0)
+        est_im = torch.addcmul(torch.addcmul(res_im, mr, x_im), mi, x_re)
         est_re, est_im = torch.cat([est_re, xr[:, bins:]], dim=1), torch.cat([est_im, xi[:, bins:]], dim=1)
         return est_re, est_im, eq
+
+    def input_level(self, xr: torch.Tensor, xi: torch.Tensor) -> torch.Tensor | None:
+        """The level (b, 1, t) the network input is divided by, or None without level normalisation.
+
+        The RMS over frequency of the compressed spectrum, averaged over ``level_norm_seconds``
+        (centred, so chunked inference matches whole-clip inference away from chunk edges). It
+        scales as g**compress_power with the input gain g, exactly as the compressed spectrum does.
+        """
+        if self.config.level_norm_seconds <= 0:
+            return None
+        power = (xr * xr + xi * xi).mean(dim=1, keepdim=True)
+        level = moving_average(power, self.config.level_frames).clamp_min(1e-12).sqrt()
+        return level / self.config.level_norm_reference
 
     def _minphase_eq_phase(self, mag: torch.Tensor) -> torch.Tensor:
         """Unit phasors (b, bins, t) of the minimum phase of the EQ read off ``mag``."""
