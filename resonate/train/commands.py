@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -50,21 +49,21 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--align", action="store_true", help="align every pair first (real recordings)")
     parser.add_argument("--max-clips", type=int, default=0)
     parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--chain", action="store_true",
+                        help="also run the default chain without separation on every clip (slower)")
     parser.add_argument("--json", help="also write the summary and per-clip figures to this file")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from resonate.train.evaluate import evaluate_folder, format_table, summary
+    from resonate.train.evaluate import evaluate_folder, format_table, summary, summary_lines, to_json
 
     results = evaluate_folder(args.model, args.data, pick_device(args.device), align=args.align,
-                              max_clips=args.max_clips, strength=args.strength)
+                              max_clips=args.max_clips, strength=args.strength, chain=args.chain)
     print(format_table(results))
-    s = summary(results)
-    print(f"mean SI-SDR gain: model {s['si_sdr_gain_model']:+.2f} dB, noisereduce {s['si_sdr_gain_noisereduce']:+.2f} dB; "
-          f"LSD input {s['lsd_input']:.2f} / model {s['lsd_model']:.2f} / noisereduce {s['lsd_noisereduce']:.2f} dB; "
-          f"clean passthrough SI-SDR min {s['clean_passthrough_si_sdr_min']:.1f} dB")
+    for line in summary_lines(summary(results)):
+        print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": s, "clips": [asdict(r) for r in results]}, indent=2))
+        Path(args.json).write_text(json.dumps(to_json(results), indent=2))
     return 0
 
 
@@ -76,6 +75,11 @@ def run_build(args: argparse.Namespace) -> int:
     from resonate.train.build import BuildConfig, build
 
     raw = yaml.safe_load(Path(args.config).read_text()) or {}
+    if raw.get("version") == 3:   # the v3 concert pairs (resonate/train/build_v3.py)
+        from resonate.train.build_v3 import BuildV3Config, build_v3
+
+        print(json.dumps(build_v3(config_from_dict(BuildV3Config, raw, Path(args.config).name))))
+        return 0
     cfg = config_from_dict(BuildConfig, raw, Path(args.config).name)
     print(json.dumps(build(cfg)))
     return 0

@@ -151,3 +151,118 @@ def crowd_bed(rng: np.random.Generator, n: int, sr: int, bank: list[np.ndarray],
     t = np.arange(n) / sr
     swell = 1.0 + rng.uniform(0.0, 0.8) * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 2 * np.pi))
     return bed * swell
+
+
+# v3 crowds: more kinds, mixed in random combinations. Some kinds are kept for the development
+# set only (``concert_crowd``'s ``kinds``), so its crowds hold sounds the model never trained on.
+CROWD_KINDS = ("chatter", "applause", "clapping", "cheer", "scream", "whistle", "singalong", "real_applause")
+
+
+def clapping_in_time(rng: np.random.Generator, n: int, sr: int, music: np.ndarray, clappers: int) -> np.ndarray:
+    """The audience clapping along on the music's beats (librosa's beat tracker), each person a
+    little early or late and with a clap of their own."""
+    import librosa
+
+    mono = np.asarray(music, dtype=np.float32).mean(axis=0)
+    _, beats = librosa.beat.beat_track(y=mono, sr=sr, hop_length=512, units="samples")
+    if len(beats) < 2:   # no beat found: a steady 100-140 BPM
+        beats = np.arange(int(rng.integers(0, sr // 2)), n, int(sr * 60 / rng.uniform(100, 140)))
+    if rng.random() < 0.5:   # on 2 and 4 only
+        beats = beats[int(rng.integers(2))::2]
+    out = np.zeros(n + sr // 10)
+    clap_len = int(0.03 * sr)
+    t = np.arange(clap_len) / sr
+    for _ in range(clappers):
+        centre = rng.uniform(700, 3000)
+        sos = signal.butter(2, [centre / 1.8, min(centre * 1.8, sr / 2 - 100)], "bandpass", fs=sr, output="sos")
+        burst = signal.sosfilt(sos, rng.standard_normal(clap_len)) * np.exp(-t / rng.uniform(0.004, 0.012))
+        offset = rng.normal(0.0, 0.02) * sr
+        level = float(10 ** rng.uniform(-1.0, 0.0))
+        for b in beats:
+            _place(out, burst * rng.uniform(0.7, 1.0), int(b + offset + rng.normal(0, 0.008) * sr), level)
+    return out[:n]
+
+
+def screams(rng: np.random.Generator, n: int, sr: int, count: int) -> np.ndarray:
+    """High, rough, loud peaks: pitched voices at 600-1500 Hz with jitter and breath noise."""
+    out = np.zeros(n)
+    for _ in range(count):
+        dur = int(rng.uniform(0.3, 1.2) * sr)
+        t = np.arange(dur) / sr
+        f0 = rng.uniform(600, 1500) * (1 + 0.03 * rng.standard_normal(dur).cumsum() / np.sqrt(dur))
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        tone = sum(np.sin(k * phase) * rng.uniform(0.3, 1.0) / k for k in range(1, 8))
+        rough = tone * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(30, 70) * t)) + 0.3 * rng.standard_normal(dur)
+        sos = signal.butter(2, [800, min(6000, sr / 2 - 100)], "bandpass", fs=sr, output="sos")
+        env = np.minimum(1.0, np.minimum(t / 0.05, (t[-1] - t) / 0.2))
+        _place(out, signal.sosfilt(sos, rough) * env, int(rng.integers(-dur // 2, n)), float(10 ** rng.uniform(-0.5, 0.0)))
+    return out
+
+
+def singalong(rng: np.random.Generator, n: int, sr: int, voices: int) -> np.ndarray:
+    """People singing along: a shared melody on a scale, each voice slightly off in pitch and
+    time, through a vowel formant, in phrases."""
+    out = np.zeros(n)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
+    root = rng.uniform(150, 330)
+    note_s = rng.uniform(0.25, 0.6)
+    notes = root * 2 ** (rng.choice(scale, size=int(n / sr / note_s) + 2) / 12)
+    for _ in range(voices):
+        detune = 2 ** (rng.normal(0, 0.3) / 12) * (0.5 if rng.random() < 0.3 else 1.0)
+        lag = int(rng.normal(0, 0.05) * sr)
+        idx = np.clip((np.arange(n) + lag) // int(note_s * sr), 0, len(notes) - 1)
+        f0 = signal.lfilter([0.01], [1, -0.99], notes[idx] * detune - notes[0] * detune) + notes[0] * detune
+        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * np.arange(n) / sr))) / sr
+        tone = sum(np.sin(k * phase) / k ** 1.3 for k in range(1, 10))
+        formant = rng.uniform(500, 1100)
+        sos = signal.butter(2, [formant * 0.6, formant * 1.8], "bandpass", fs=sr, output="sos")
+        phrase = (np.sin(2 * np.pi * np.arange(n) / sr / rng.uniform(2.0, 4.0) + rng.uniform(0, 6.3)) > -0.3).astype(float)
+        phrase = signal.lfilter([0.001], [1, -0.999], phrase)
+        out += signal.sosfilt(sos, tone) * phrase * float(10 ** rng.uniform(-0.8, 0.0))
+    return out
+
+
+def concert_crowd(rng: np.random.Generator, n: int, sr: int, bank: list[np.ndarray], music: np.ndarray,
+                  kinds: tuple[str, ...], real_applause: np.ndarray | None = None,
+                  between_songs_from: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """A (2, n) crowd from a random subset of ``kinds`` (always at least one) and the kinds used.
+
+    With ``between_songs_from`` the song ends there: the crowd swells into applause and cheering
+    after it, as it does between songs.
+    """
+    chosen = [k for k in kinds if rng.random() < {"chatter": 0.7, "applause": 0.35, "clapping": 0.25,
+                                                   "cheer": 0.35, "scream": 0.2, "whistle": 0.25,
+                                                   "singalong": 0.2, "real_applause": 0.3}[k]]
+    if not chosen:
+        chosen = [kinds[int(rng.integers(len(kinds)))]]
+    layers = []
+    for kind in chosen:
+        if kind == "chatter":
+            layer = np.stack([babble(rng, n, sr, bank, int(rng.integers(3, 14))) for _ in range(2)])
+        elif kind == "real_applause" and real_applause is not None:
+            start = int(rng.integers(0, max(real_applause.shape[-1] - n, 1)))
+            seg = real_applause[:, start: start + n]
+            layer = np.pad(seg, ((0, 0), (0, n - seg.shape[-1])), mode="wrap")
+        else:
+            mono = {"applause": lambda: applause(rng, n, sr, int(rng.integers(10, 60))),
+                    "clapping": lambda: clapping_in_time(rng, n, sr, music, int(rng.integers(5, 30))),
+                    "cheer": lambda: cheer(rng, n, sr, int(rng.integers(3, 15))),
+                    "scream": lambda: screams(rng, n, sr, int(rng.integers(1, 4))),
+                    "whistle": lambda: whistles(rng, n, sr, int(rng.integers(1, 4))),
+                    "singalong": lambda: singalong(rng, n, sr, int(rng.integers(3, 12))),
+                    "real_applause": lambda: applause(rng, n, sr, int(rng.integers(10, 60)))}[kind]()
+            pan = rng.uniform(0.2, 0.8)
+            layer = np.stack([mono * (1 - pan), mono * pan])
+        layers.append(layer / (np.std(layer) + 1e-9) * 10 ** rng.uniform(-0.6, 0.2))
+    bed = np.sum(layers, axis=0)
+    t = np.arange(n) / sr
+    swell = 1.0 + rng.uniform(0.0, 0.8) * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    bed = bed * swell
+    if between_songs_from is not None:
+        # Between songs: applause and cheering rise over ~1 s after the last note.
+        rise = np.clip((np.arange(n) - between_songs_from) / sr, 0.0, 1.0)
+        clap = applause(rng, n, sr, int(rng.integers(20, 60))) + 0.5 * cheer(rng, n, sr, int(rng.integers(3, 10)))
+        clap = np.stack([clap, np.roll(clap, int(rng.integers(sr // 10)))])
+        bed = bed + clap / (np.std(clap) + 1e-9) * np.std(bed) * rng.uniform(1.0, 3.0) * rise
+        chosen = chosen + ["between_songs"]
+    return bed, chosen
