@@ -45,11 +45,14 @@ class PairCrops(Dataset):
 
     Each item is one channel of one pair, cropped at a random offset (time shift), with the same
     random gain on input and target, a random polarity, and with probability `clean_fraction`
-    the clean crop as its own input (so the model learns to leave clean music alone).
+    the clean crop as its own input (so the model learns to leave clean music alone). With
+    `level_dbfs` every crop is first brought to that RMS level, so the gains are spread exactly
+    over +-`gain_jitter_db` around it (as far as the peak allows).
     """
 
     def __init__(self, folder: str | Path, crop_seconds: float, sample_rate: int, clean_fraction: float = 0.12,
-                 gain_jitter_db: float = 6.0, seed: int = 0, items_per_epoch: int = 100_000):
+                 gain_jitter_db: float = 6.0, seed: int = 0, items_per_epoch: int = 100_000,
+                 level_dbfs: float | None = None):
         self.folder = folder
         self.crop = int(crop_seconds * sample_rate)
         self.sample_rate = sample_rate
@@ -57,6 +60,7 @@ class PairCrops(Dataset):
         self.gain_jitter_db = gain_jitter_db
         self.seed = seed
         self.items_per_epoch = items_per_epoch
+        self.level_dbfs = level_dbfs
         self.refresh()
 
     def refresh(self) -> int:
@@ -81,6 +85,9 @@ class PairCrops(Dataset):
             clean, noisy = np.pad(clean, (0, self.crop - len(clean))), np.pad(noisy, (0, self.crop - len(noisy)))
         if rng.random() < self.clean_fraction:
             noisy = clean.copy()
+        if self.level_dbfs is not None:   # every crop at one level before the jitter: the spread is the jitter's
+            scale = 10 ** (self.level_dbfs / 20) / (np.sqrt(np.mean(noisy ** 2)) + 1e-9)
+            noisy, clean = noisy * scale, clean * scale
         gain = 10 ** (rng.uniform(-self.gain_jitter_db, self.gain_jitter_db) / 20) * rng.choice([-1.0, 1.0])
         peak = max(np.abs(noisy).max(), np.abs(clean).max(), 1e-6)
         gain = float(np.sign(gain) * min(abs(gain), 0.99 / peak))

@@ -45,6 +45,7 @@ class DataConfig:
     gain_jitter_db: float = 6.0
     num_workers: int = 0
     val_clips: int = 40
+    level_dbfs: float | None = None   # bring every crop to this RMS before the gain jitter
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         start = load_model(cfg.init_weights, "cpu")
         # The minimum-phase EQ adds at most a zero-initialised output map: a model without it can
         # be fine-tuned with it.
-        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head", "eq_shape_limit_db")}
+        # So does the level normaliser (it only rescales what the network sees).
+        eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head", "eq_shape_limit_db",
+                                                           "level_norm_seconds", "level_norm_reference")}
         if replace(start.config, **eq_fields) != model.config or (start.config.eq_head and not model.config.eq_head):
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
         model.load_compatible(start.state_dict())
@@ -169,7 +172,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         log(f"resumed from step {state['step']}")
 
     dataset = PairCrops(cfg.data.train_dir, cfg.data.crop_seconds, cfg.model.sample_rate, cfg.data.clean_fraction,
-                        cfg.data.gain_jitter_db, seed=cfg.seed + 7919 * state["step"])
+                        cfg.data.gain_jitter_db, seed=cfg.seed + 7919 * state["step"], level_dbfs=cfg.data.level_dbfs)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         drop_last=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
