@@ -34,11 +34,12 @@ class OverlapAdd:
 
     ``fn`` takes ``(..., window)`` float32 and returns ``(..., window)`` (the leading shape may
     differ from the input's, e.g. stems). With ``fixed_shape`` the last window is zero-padded
-    to full length, which keeps one shape for compiled/MPS graphs; otherwise it is shorter.
-    Output length always equals input length.
+    to full length, which keeps one shape for compiled/MPS graphs; otherwise it is shorter, but
+    never shorter than ``min_length`` (zero-padded up to it: an STFT needs more than half its
+    frame, and a clip can be shorter than that). Output length always equals input length.
     """
 
-    def __init__(self, fn: WindowFn, window: int, overlap: int, fixed_shape: bool = True):
+    def __init__(self, fn: WindowFn, window: int, overlap: int, fixed_shape: bool = True, min_length: int = 1):
         if window <= 0:
             raise ValueError("window must be positive")
         if not 0 <= overlap < window:
@@ -50,14 +51,16 @@ class OverlapAdd:
         self.overlap = int(overlap)
         self.hop = self.window - self.overlap
         self.fixed_shape = fixed_shape
+        self.min_length = min(self.window, max(1, int(min_length)))
         # float32 like the audio: the crossfade sums stay within 1e-7 of one, and float64 would
         # double the memory of every window of stems.
         self._weights = crossfade_weights(self.window, self.overlap).astype(np.float32)
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         n = chunk.shape[-1]
-        if self.fixed_shape and n < self.window:
-            pad = [(0, 0)] * (chunk.ndim - 1) + [(0, self.window - n)]
+        length = self.window if self.fixed_shape else max(n, self.min_length)
+        if n < length:
+            pad = [(0, 0)] * (chunk.ndim - 1) + [(0, length - n)]
             chunk = np.pad(chunk, pad)
         out = np.asarray(self.fn(np.ascontiguousarray(chunk, dtype=np.float32)))
         return out[..., :n]

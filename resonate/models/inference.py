@@ -38,6 +38,9 @@ class Restorer:
         self.window = max(2, round(chunk_seconds * sr / hop)) * hop
         self.overlap = min(round(overlap_seconds * sr / hop), self.window // hop // 2) * hop
         self.fixed_shape = fixed_shape
+        # The STFT pads each side by half a frame by reflection, which needs more samples than
+        # that: clips shorter than one frame are zero-padded to a frame and cut back after.
+        self.min_length = model.config.n_fft
         self.amp_dtype = autocast_dtype(self.device)
         self.compute_s = 0.0      # seconds spent in the model, for the stage's report
 
@@ -67,7 +70,8 @@ class Restorer:
         if self.strength == 0.0:
             yield from blocks
             return
-        yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape).stream(blocks)
+        yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape,
+                              min_length=self.min_length).stream(blocks)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         parts = list(self.stream([np.asarray(x, dtype=np.float32)]))
