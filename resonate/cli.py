@@ -10,16 +10,34 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import re
+import signal
 import sys
 from pathlib import Path
 
-from resonate.audio.io import MP3_BITRATES, output_suffix, sanitize_filename
+from resonate import jobfiles
+from resonate.audio.io import MP3_BITRATES, READ_EXTENSIONS, output_suffix, sanitize_filename
 from resonate.device import DEVICE_CHOICES
 from resonate.errors import ResonateError
+from resonate.pipeline import OUTPUT_RATE_RANGE
 from resonate.stages import STAGE_ORDER
+from resonate.stages.restore import STRENGTH_RANGE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130            # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service stopping, ``kill``): handled like Ctrl-C, so the job cleans up after itself."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    # Once: a second SIGTERM must not interrupt the clean-up of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
 
 
 def _add_restore(sub) -> None:
@@ -34,11 +52,13 @@ def _add_restore(sub) -> None:
     p.add_argument("--denoise-strength", type=float, help="0..1, spectral gating amount")
     p.add_argument("--noise-range", nargs=2, type=float, metavar=("START_S", "END_S"),
                    help="noise-only time range for the denoise profile (default: quietest stretch)")
-    p.add_argument("--restore-strength", type=float, help="0..1, wet/dry of the restoration model")
+    p.add_argument("--restore-strength", type=float,
+                   help="{:g}..{:g}, wet/dry of the restoration model".format(*STRENGTH_RANGE))
     p.add_argument("--format", choices=("wav", "mp3"), help="output format (default from -o suffix, else wav)")
     p.add_argument("--bit-depth", default="24", choices=("16", "24", "32f"), help="WAV bit depth")
     p.add_argument("--mp3-bitrate", type=int, default=320, choices=MP3_BITRATES, help="MP3 CBR kbps")
-    p.add_argument("--sample-rate", type=int, help="resample the output (default: keep the input rate)")
+    p.add_argument("--sample-rate", type=int, metavar="HZ",
+                   help="resample the output, {}..{} Hz (default: keep the input rate)".format(*OUTPUT_RATE_RANGE))
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--models-dir", help="local folder of Demucs weights (offline use)")
     p.add_argument("--stems", metavar="DIR", help="also write the separated stems to DIR")
@@ -65,11 +85,16 @@ def _overrides(args) -> dict:
 
 def _output_paths(inputs: list[Path], output: str, fmt: str) -> list[Path]:
     out = Path(output)
-    as_folder = len(inputs) > 1 or out.is_dir() or output.endswith(("/", "\\"))
+    said_folder = output.endswith(("/", "\\"))
+    as_folder = len(inputs) > 1 or out.is_dir() or said_folder
     if not as_folder:
         return [out]
     if out.exists() and not out.is_dir():
         raise ResonateError(f"-o must be a folder when restoring several files: {out}")
+    if not out.exists() and not said_folder and out.suffix.lower() in (*READ_EXTENSIONS, ".mp3", ".wav"):
+        # Most likely a slip, not a folder wanted with that name.
+        raise ResonateError(f"-o {output} names a file, but {len(inputs)} inputs need an output folder "
+                            f"(e.g. -o {out.with_suffix('')}{os.sep})")
     names, paths = set(), []
     for src in inputs:
         stem = sanitize_filename(src.stem) + "_restored"
@@ -81,19 +106,73 @@ def _output_paths(inputs: list[Path], output: str, fmt: str) -> list[Path]:
     return paths
 
 
+def _stems_dirs(args, inputs: list[Path]) -> list[Path | None]:
+    if not args.stems:
+        return [None] * len(inputs)
+    if len(inputs) == 1:
+        return [Path(args.stems)]
+    return [Path(args.stems) / sanitize_filename(src.stem) for src in inputs]
+
+
+def _check_job_paths(args, inputs: list[Path], targets: list[Path], stems_dirs: list[Path | None], fmt: str) -> None:
+    """Before any work: no output, report or stem file may be an input, and every folder written to
+    must accept files."""
+    outputs = [("output", t) for t in targets]
+    if args.report:
+        outputs.append(("report", Path(args.report)))
+    jobfiles.refuse_overwriting_inputs(inputs, outputs)
+    if "separate" not in args.skip:
+        # Stem files are named after their input (NAME-SOURCE.wav); which sources, only the model knows.
+        for src, folder in zip(inputs, stems_dirs):
+            if folder is None:
+                continue
+            stem_name = re.compile(re.escape(sanitize_filename(src.stem, "stems")) + r"-\w+" + re.escape(output_suffix(fmt)))
+            for other in inputs:
+                if stem_name.fullmatch(other.name) and jobfiles.same_file(other.parent, folder):
+                    raise ResonateError(f"the stems of {src} would overwrite the input {other}; choose another --stems folder")
+    for folder in sorted({t.parent for t in targets}):
+        jobfiles.check_folder_writable(folder, "output")
+    if args.report:
+        report = Path(args.report)
+        if report.is_dir():
+            raise ResonateError(f"--report must be a file, not a folder: {report}")
+        jobfiles.check_folder_writable(report.parent, "report")
+    if "separate" not in args.skip:
+        for folder in sorted({d for d in stems_dirs if d is not None}):
+            jobfiles.check_folder_writable(folder, "stems")
+
+
+def _failure_message(exc: BaseException) -> tuple[str, int]:
+    """One line for a file that failed, and the exit status it calls for."""
+    if isinstance(exc, ResonateError):
+        return str(exc), EXIT_USER_ERROR
+    if isinstance(exc, OSError):   # the file system said no: something the user can act on
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), EXIT_USER_ERROR
+    return f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_INTERNAL_ERROR
+
+
 def cmd_restore(args) -> int:
     from tqdm import tqdm
 
-    from resonate.pipeline import ChainSettings, OutputOptions, process_file
+    from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
 
     inputs = [Path(i) for i in args.inputs]
     fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
     settings = ChainSettings(preset=args.preset, overrides=_overrides(args), skip=tuple(args.skip))
     output = OutputOptions(format=fmt, bit_depth=args.bit_depth, mp3_bitrate=args.mp3_bitrate,
                            sample_rate=args.sample_rate)
+    stage_configs(settings)   # a bad preset or setting is one error for the whole batch, not one per file
     targets = _output_paths(inputs, args.output, fmt)
-    reports, failures = [], 0
-    for src, dst in zip(inputs, targets):
+    stems_dirs = _stems_dirs(args, inputs)
+    _check_job_paths(args, inputs, targets, stems_dirs, fmt)
+    if args.report:
+        removed = jobfiles.remove_leftovers([Path(args.report).parent])
+        if removed:
+            print(f"warning: {jobfiles.leftovers_message(removed)}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    reports, status = [], 0
+    for src, dst, stems_dir in zip(inputs, targets, stems_dirs):
         bars: dict[str, tqdm] = {}
 
         def progress(stage: str, fraction: float, bars=bars, label=src.name[:24]) -> None:
@@ -106,15 +185,17 @@ def cmd_restore(args) -> int:
         try:
             report = process_file(
                 src, dst, settings, output, device=args.device, models_dir=args.models_dir,
-                stems_dir=Path(args.stems) / sanitize_filename(src.stem) if args.stems and len(inputs) > 1 else args.stems,
-                cache_dir=args.cache_dir, progress=progress,
+                stems_dir=stems_dir, cache_dir=args.cache_dir, progress=progress,
                 warn=lambda m: print(f"warning: {m}", file=sys.stderr),
             )
-        except ResonateError as exc:
+        except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, never stops a batch
             if args.debug:
                 raise
-            print(f"error: {src}: {exc}" if len(inputs) > 1 else f"error: {exc}", file=sys.stderr)
-            failures += 1
+            message, code = _failure_message(exc)
+            print(f"error: {src}: {message}" if len(inputs) > 1 else f"error: {message}", file=sys.stderr)
+            # A crash anywhere in the batch outranks a user error: it is what needs reporting.
+            status = EXIT_INTERNAL_ERROR if EXIT_INTERNAL_ERROR in (status, code) else EXIT_USER_ERROR
+            reports.append({"input": str(src), "output": str(dst), "error": message})
             continue
         finally:
             for bar in bars.values():
@@ -124,10 +205,18 @@ def cmd_restore(args) -> int:
         print(f"{dst}  {report['seconds']:.1f} s  {out_l['integrated_lufs']} LUFS  "
               f"{out_l['true_peak_dbtp']} dBTP  ({report['elapsed_seconds']:.1f} s, RTF {report['rtf']})")
     if args.report:
-        from resonate.audio.io import write_text_atomic
+        _write_report(Path(args.report), reports[0] if len(inputs) == 1 else reports)
+    return status
 
-        write_text_atomic(args.report, json.dumps(reports[0] if len(inputs) == 1 and reports else reports, indent=2))
-    return EXIT_USER_ERROR if failures else 0
+
+def _write_report(path: Path, content) -> None:
+    from resonate.audio.io import write_text_atomic
+
+    try:
+        with jobfiles.staged_output(path) as staged:
+            write_text_atomic(staged, json.dumps(content, indent=2))
+    except OSError as exc:
+        raise ResonateError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted; no output was written for the file in progress", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"error: {how}; no output was written for the file in progress", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
         if getattr(args, "debug", False):
             raise

@@ -10,17 +10,29 @@ back through the gain and true-peak limiter into the final, atomically written o
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
-from resonate.audio.io import AudioWriter, NonFiniteCounter, parse_bit_depth, probe, read_blocks
+from resonate import jobfiles
+from resonate.audio.io import (
+    MAX_RATE,
+    MIN_RATE,
+    AudioWriter,
+    NonFiniteCounter,
+    parse_bit_depth,
+    probe,
+    read_blocks,
+)
 from resonate.audio.resample import StreamResampler, resampled_length
 from resonate.config import config_from_dict, merge_config
 from resonate.device import pick_device, release_free_memory, tune_allocator
@@ -33,6 +45,7 @@ from resonate.streams import WriteBehind
 
 BLOCK_FRAMES = 1 << 16
 LONG_FILE_SECONDS = 3600.0
+OUTPUT_RATE_RANGE = (MIN_RATE, MAX_RATE)   # Hz, the rates Resonate reads too
 ProgressFn = Callable[[str, float], None]
 
 
@@ -41,13 +54,23 @@ class OutputOptions:
     format: str = "wav"                 # wav | mp3
     bit_depth: str = "24"               # 16 | 24 | 32f (WAV)
     mp3_bitrate: int = 320
-    sample_rate: int | None = None      # None keeps the input's rate
+    sample_rate: int | None = None      # None keeps the input's rate; else within OUTPUT_RATE_RANGE
 
     def __post_init__(self):
         object.__setattr__(self, "format", self.format.lower())
         if self.format not in ("wav", "mp3"):
             raise ResonateError(f"unsupported output format '{self.format}' (choose wav or mp3)")
         object.__setattr__(self, "bit_depth", parse_bit_depth(self.bit_depth))
+        low, high = OUTPUT_RATE_RANGE
+        if self.sample_rate is not None and not low <= self.sample_rate <= high:
+            raise ResonateError(f"invalid output settings: sample rate must be between {low} and {high} Hz, "
+                                f"got {self.sample_rate}")
+
+    def file_bytes(self, frames: int, sample_rate: int, channels: int) -> int:
+        """About how large a file of ``frames`` at ``sample_rate`` is in this format (for the free-space check)."""
+        if self.format == "mp3":
+            return int(frames / sample_rate * self.mp3_bitrate * 1000 / 8) + 4096
+        return frames * channels * {"16": 2, "24": 3, "32f": 4}[self.bit_depth] + 4096
 
 
 @dataclass(frozen=True)
@@ -167,8 +190,16 @@ def process_file(
 
     src, dst = Path(input_path), Path(output_path)
     info = probe(src)
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ResonateError("output would overwrite the input file; choose another output path")
+    jobfiles.refuse_overwriting_inputs([src], [("output", dst)])
+    # Where this job will write, checked before any work: a read-only folder found only at the
+    # end of the first pass costs the whole pass.
+    jobfiles.check_folder_writable(dst.parent, "output")
+    if stems_dir is not None and "separate" not in settings.skip:
+        jobfiles.check_folder_writable(stems_dir, "stems")
+    spool_root = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+    removed = jobfiles.remove_leftovers([spool_root, dst.parent, stems_dir])
+    if removed:
+        _warn(jobfiles.leftovers_message(removed))
     if info.seconds > LONG_FILE_SECONDS:
         _warn(f"long recording ({info.seconds / 3600:.1f} h): processing streams in bounded memory, "
               "watch the progress bars for the remaining time")
@@ -210,6 +241,22 @@ def process_file(
     in_meter = LoudnessMeter(info.sample_rate, info.channels)
     out_meter = LoudnessMeter(out_rate, info.channels)
     out_frames = resampled_length(info.frames, info.sample_rate, out_rate)
+    # Room for what this job will write, checked before the work (the writes would fail at the end).
+    needs = [(dst.parent, output.file_bytes(out_frames, out_rate, info.channels), "output")]
+    if two_pass:
+        jobfiles.check_folder_writable(spool_root, "temporary spool")
+        # float32 planar blocks, each after an 8-byte frame count; blocks are thousands of frames.
+        needs.append((spool_root, out_frames * info.channels * 4 + out_frames // 64 + 4096, "temporary spool"))
+    separate = next((r.stage for r in records if r.name == "separate" and not r.skipped), None)
+    if separate is not None and ctx.stems_dir is not None:
+        from resonate.stages.separate import stem_paths
+
+        sources = list(separate.report().get("stems", ()))
+        stem_files = list(stem_paths(ctx.stems_dir, src, sources, output.format).values())
+        jobfiles.refuse_overwriting_inputs([src], [("output", dst)] + [("stem file", p) for p in stem_files])
+        stem_bytes = output.file_bytes(info.frames, info.sample_rate, info.channels)
+        needs.append((ctx.stems_dir, len(stem_files) * stem_bytes, "stems"))
+    jobfiles.check_free_space(needs)
 
     def chain(blocks: Iterator[np.ndarray], recs: list[StageRecord], total: int) -> Iterator[np.ndarray]:
         for r in recs:
@@ -226,32 +273,50 @@ def process_file(
     blocks = _exact_length(blocks, out_frames, info.channels)
 
     reading_spool = StageRecord("spool", None)
-    with tempfile.TemporaryDirectory(prefix="resonate-", dir=work_dir) as tmp:
+    with ExitStack() as job_files:
         if two_pass:
             # Pass 1: everything up to loudness, measured, spooled to a float32 file on disk.
+            tmp = job_files.enter_context(jobfiles.spool_folder(spool_root))
             spool = Path(tmp) / "pass1.f32"
             measure = two_pass[0].stage.measure
             t_measure = 0.0
-            with open(spool, "wb") as f:
+            spool_failure = _writing("temporary spool file", spool,
+                                     "; set TMPDIR to a folder with more room" if work_dir is None else "")
+            with spool_failure:
+                f = open(spool, "wb")  # noqa: SIM115 - closed by the with below
+            with f:
                 for b in blocks:
                     t0 = time.perf_counter()
                     measure(b)
                     t_measure += time.perf_counter() - t0
-                    _write_spool_block(f, b)
+                    with spool_failure:
+                        _write_spool_block(f, b)
+                with spool_failure:
+                    f.flush()
             two_pass[0].inclusive += t_measure
             release_free_memory()
             blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
             blocks = chain(blocks, two_pass, out_frames)
 
-        with AudioWriter(dst, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate) as writer:
-            def finish(b: np.ndarray) -> None:
-                out_meter.update(b)
+        # The output is written beside its target in a folder named with this process's PID,
+        # renamed into place when complete, with the user's usual file mode.
+        output_failure = _writing("output", dst)
+        with output_failure:
+            staged = job_files.enter_context(jobfiles.staged_output(dst))
+            writer = job_files.enter_context(
+                AudioWriter(staged, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate))
+
+        def finish(b: np.ndarray) -> None:
+            out_meter.update(b)
+            with output_failure:
                 writer.write(b)
 
-            with WriteBehind(finish) as sink:
-                for b in blocks:
-                    # A copy the writer owns: a stage may reuse its buffers for the next block.
-                    sink.put(np.array(b, dtype=np.float32, order="C"))
+        with WriteBehind(finish) as sink:
+            for b in blocks:
+                # A copy the writer owns: a stage may reuse its buffers for the next block.
+                sink.put(np.array(b, dtype=np.float32, order="C"))
+        with output_failure:
+            job_files.close()   # finish the file, rename it into place, remove the temporary folders
 
     # Exclusive time per stage: a stage's inclusive time includes everything upstream of it.
     prev = reading.inclusive
@@ -293,6 +358,36 @@ def process_file(
         "elapsed_seconds": round(elapsed, 3),
         "rtf": round(elapsed / info.seconds, 4) if info.seconds else None,
     }
+
+
+class _writing:
+    """Failures writing ``path`` (disk full, read-only folder, no permission) become one clear error.
+
+    Reusable; use it in the thread that writes (see :func:`_write_failure`).
+    """
+
+    def __init__(self, what: str, path: Path, hint: str = ""):
+        self.what, self.path, self.hint = what, path, hint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, OSError | sf.SoundFileRuntimeError):
+            raise ResonateError(f"cannot write the {self.what} {self.path}: {_write_failure(exc)}{self.hint}") from exc
+
+
+# What a failed write of libsndfile (which says only "System error.") most likely ran into.
+_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EIO", "EACCES")
+                          if hasattr(errno, name))
+
+
+def _write_failure(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    # cffi keeps the C errno of the last call per thread: the failed write's, in the writing thread.
+    code = getattr(getattr(sf, "_ffi", None), "errno", 0)
+    return os.strerror(code) if code in _WRITE_ERRNOS else str(exc)
 
 
 # The spool holds the blocks as the stages made them, each channel-planar after its frame count:

@@ -19,10 +19,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP_MODELS = ["--skip", "separate", "restore"]
 
 
-def run_cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run_cli(*args, cwd=None, env=None, preexec_fn=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-m", "resonate", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+                          cwd=cwd, env=env, timeout=300, preexec_fn=preexec_fn)
+
+
+def run_patched_cli(patch: str, *args, env=None, preexec_fn=None, popen=False):
+    """The real CLI in a subprocess, after ``patch`` (Python source) ran in it: a fault or a pause
+    injected where the test needs one."""
+    code = f"{patch}\nimport sys\nfrom resonate.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    cmd = [sys.executable, "-c", code, *map(str, args)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                preexec_fn=preexec_fn)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, preexec_fn=preexec_fn)
 
 
 def assert_clean_error(proc, fragment):
@@ -165,3 +177,73 @@ def test_nan_silence_and_tiny_clips_give_valid_output(tmp_path):
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "restore" in proc.stdout
+
+
+def test_clips_shorter_than_a_model_frame_go_through_restore(tmp_path):
+    # 1 ms and 10 ms: shorter than the restore model's STFT frame (1024 at 44.1 kHz), which once
+    # crashed the stage (reflection padding needs more than half a frame).
+    clips = {"one_ms.wav": (tone_mix(0.001, 44100, 2), 44100), "ten_ms.wav": (tone_mix(0.01, 48000, 1), 48000)}
+    for name, (x, sr) in clips.items():
+        sf.write(str(tmp_path / name), x.T, sr, subtype="FLOAT")
+    rep = tmp_path / "r.json"
+    proc = run_cli("restore", *(tmp_path / n for n in clips), "-o", tmp_path / "out", "--skip", "separate",
+                   "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    for name, (x, sr) in clips.items():
+        y, rate = sf.read(str(tmp_path / "out" / name.replace(".wav", "_restored.wav")), always_2d=True)
+        assert rate == sr and y.shape == (x.shape[1], x.shape[0]) and np.all(np.isfinite(y)), name
+    for report in json.loads(rep.read_text()):
+        assert not next(s for s in report["stages"] if s["name"] == "restore")["skipped"], report
+
+
+def test_a_crash_on_one_file_does_not_stop_the_batch(tmp_path):
+    # Whatever goes wrong with one file (here an injected bug while reading it), the others are
+    # restored and the report lists every file.
+    crash = "import resonate.pipeline as p\n" \
+            "real = p.read_blocks\n" \
+            "def read_blocks(path, *a, **k):\n" \
+            "    if str(path).endswith('crash.wav'):\n" \
+            "        raise RuntimeError('boom')\n" \
+            "    return real(path, *a, **k)\n" \
+            "p.read_blocks = read_blocks\n"
+    first, second = tmp_path / "crash.wav", tmp_path / "good.wav"
+    for p in (first, second):
+        sf.write(str(p), tone_mix(1, 22050, 1).T, 22050)
+    rep = tmp_path / "r.json"
+    proc = run_patched_cli(crash, "restore", first, second, "-o", tmp_path / "out", *SKIP_MODELS, "--report", rep)
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: {first}: unexpected RuntimeError: boom" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_restored.wav"]
+    report = json.loads(rep.read_text())
+    assert [r["input"] for r in report] == [str(first), str(second)]
+    assert "boom" in report[0]["error"] and "error" not in report[1]
+
+
+@pytest.mark.parametrize("option,value", [("--sample-rate", "-48000"), ("--sample-rate", "1"),
+                                          ("--sample-rate", "1000000"), ("--restore-strength", "-1"),
+                                          ("--restore-strength", "1.5")])
+def test_out_of_range_options_are_refused(tmp_path, option, value):
+    src = tmp_path / "a.wav"
+    sf.write(str(src), tone_mix(1, 22050, 1).T, 22050)
+    proc = run_cli("restore", src, "-o", tmp_path / "o.wav", *SKIP_MODELS, f"{option}={value}")
+    assert_clean_error(proc, "must be between")
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_follow_the_umask(tmp_path, umask, mode):
+    # Temporary files are created 0600; the finished ones get what the user's umask gives.
+    src = tmp_path / "a.wav"
+    sf.write(str(src), tone_mix(1, 22050, 1).T, 22050)
+    out, rep = tmp_path / "o.wav", tmp_path / "r.json"
+    proc = run_cli("restore", src, "-o", out, *SKIP_MODELS, "--report", rep, preexec_fn=lambda: os.umask(umask))
+    assert proc.returncode == 0, proc.stderr
+    assert (out.stat().st_mode & 0o777, rep.stat().st_mode & 0o777) == (mode, mode)
+
+
+def test_a_file_name_for_several_inputs_is_refused(tmp_path):
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    for p in (a, b):
+        sf.write(str(p), tone_mix(1, 22050, 1).T, 22050)
+    assert_clean_error(run_cli("restore", a, b, "-o", tmp_path / "y.wav", *SKIP_MODELS), "need an output folder")
+    assert not (tmp_path / "y.wav").exists()

@@ -18,13 +18,20 @@ from resonate.errors import ResonateError, StageUnavailable
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
+STRENGTH_RANGE = (0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    strength: float = 1.0          # 0 = bypass, 1 = fully restored (wet/dry mix)
+    strength: float = 1.0          # 0 = bypass, 1 = fully restored (wet/dry mix); within STRENGTH_RANGE
     weights: str = ""              # a .safetensors file; empty = the shipped model
     chunk_seconds: float = 8.0
     overlap_seconds: float = 1.0
+
+    def __post_init__(self):
+        low, high = STRENGTH_RANGE
+        if not low <= self.strength <= high:   # NaN fails too
+            raise ValueError(f"strength must be between {low:g} and {high:g}, got {self.strength:g}")
 
 
 @register
