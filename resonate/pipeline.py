@@ -293,8 +293,12 @@ def process_file(
                         _write_spool_block(f, b)
                 with spool_failure:
                     f.flush()
-            two_pass[0].inclusive += t_measure
             release_free_memory()
+            if hasattr(two_pass[0].stage, "plan"):   # loudness: what the limiter will take, from the spool
+                t0 = time.perf_counter()
+                two_pass[0].stage.plan(lambda: _read_spool(spool, info.channels, block_frames))
+                t_measure += time.perf_counter() - t0
+            two_pass[0].inclusive += t_measure
             blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
             blocks = chain(blocks, two_pass, out_frames)
 

@@ -105,29 +105,28 @@ class LoudnessMeter:
             self._partial_sum += sq[:, i:].sum(axis=-1)
             self._partial_n += n - i
 
+    @property
+    def hop(self) -> int:
+        """Samples per 100 ms sub-block."""
+        return self._hop
+
+    def hop_powers(self) -> np.ndarray:
+        """Channel-summed K-weighted mean square of every complete 100 ms sub-block so far."""
+        if not self._sub_blocks:
+            return np.zeros(0)
+        return np.asarray(self._sub_blocks).sum(axis=1)  # channel weights are 1 for L, R (and mono)
+
+    def mean_power(self) -> float:
+        """Channel-summed K-weighted mean square of everything so far (ungated)."""
+        return float((self._total_sum / self._total_n).sum()) if self._total_n else 0.0
+
     def _block_powers(self, sub_per_block: int) -> np.ndarray:
         """Channel-summed mean-square power of sliding blocks of ``sub_per_block`` x 100 ms."""
-        if len(self._sub_blocks) < sub_per_block:
-            return np.zeros(0)
-        sub = np.asarray(self._sub_blocks).sum(axis=1)  # channel weights are 1 for L, R (and mono)
-        kernel = np.ones(sub_per_block) / sub_per_block
-        return np.convolve(sub, kernel, mode="valid")
+        return _sliding_powers(self.hop_powers(), sub_per_block)
 
     def integrated_lufs(self) -> float:
         """Gated integrated loudness; clips shorter than one 400 ms block are measured ungated."""
-        blocks = self._block_powers(4)
-        if blocks.size == 0:
-            if self._total_n == 0:
-                return float("-inf")
-            p = float((self._total_sum / self._total_n).sum())
-            return float(_power_to_lufs(p)) if p > 0 else float("-inf")
-        lufs = _power_to_lufs(blocks)
-        kept = blocks[lufs > ABSOLUTE_GATE_LUFS]
-        if kept.size == 0:
-            return float("-inf")
-        rel = _power_to_lufs(kept.mean()) + RELATIVE_GATE_LU
-        kept = kept[_power_to_lufs(kept) > rel]
-        return float(_power_to_lufs(kept.mean())) if kept.size else float("-inf")
+        return gated_lufs(self.hop_powers(), self.mean_power())
 
     def loudness_range_lu(self) -> float:
         """EBU Tech 3342 loudness range from 3 s short-term blocks."""
@@ -160,6 +159,27 @@ class LoudnessMeter:
         if self._tp is not None:
             out["true_peak_dbtp"] = _round(self.true_peak_dbtp())
         return out
+
+
+def _sliding_powers(hop_powers: np.ndarray, sub_per_block: int) -> np.ndarray:
+    if hop_powers.size < sub_per_block:
+        return np.zeros(0)
+    return np.convolve(hop_powers, np.ones(sub_per_block) / sub_per_block, mode="valid")
+
+
+def gated_lufs(hop_powers: np.ndarray, mean_power: float) -> float:
+    """BS.1770 integrated loudness from channel-summed 100 ms powers (400 ms blocks, 75 % overlap,
+    absolute and relative gates); under one block, ``mean_power`` ungated."""
+    blocks = _sliding_powers(np.asarray(hop_powers, dtype=np.float64), 4)
+    if blocks.size == 0:
+        return float(_power_to_lufs(mean_power)) if mean_power > 0 else float("-inf")
+    lufs = _power_to_lufs(blocks)
+    kept = blocks[lufs > ABSOLUTE_GATE_LUFS]
+    if kept.size == 0:
+        return float("-inf")
+    rel = _power_to_lufs(kept.mean()) + RELATIVE_GATE_LU
+    kept = kept[_power_to_lufs(kept) > rel]
+    return float(_power_to_lufs(kept.mean())) if kept.size else float("-inf")
 
 
 def _round(v: float) -> float | None:
