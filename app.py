@@ -8,11 +8,16 @@ from __future__ import annotations
 import streamlit as st
 
 from resonate.ui.models import install_model_cache
-from resonate.ui.session import keep_widget_state
+from resonate.ui.session import keep_widget_state, load_prefs, prefs_problem, session_dir
 
 st.set_page_config(page_title="Resonate", page_icon=":material/graphic_eq:", layout="wide")
 install_model_cache()
 keep_widget_state()
+session_dir()           # marks this session's folder as in use, on every run
+load_prefs()
+if prefs_problem():
+    # On every page: a settings file that cannot be used must not pass unnoticed (or break a page).
+    st.warning(prefs_problem(), icon=":material/warning:")
 
 pages = [
     st.Page("pages/restore.py", title="Restore", icon=":material/graphic_eq:", default=True),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import streamlit as st
 
-from resonate.audio.io import output_suffix, probe
+from resonate.audio.io import READ_EXTENSIONS, output_suffix, probe
 from resonate.errors import ResonateError
 from resonate.stages import load_registry
 from resonate.ui.controls import Controls, build_settings
@@ -17,6 +16,7 @@ from resonate.ui.results import download_name, show_result
 from resonate.ui.runner import format_seconds, run_job
 from resonate.ui.session import (
     DEMO_CLIP,
+    copy_atomic,
     load_prefs,
     new_job_dir,
     optional_path,
@@ -27,7 +27,7 @@ from resonate.ui.session import (
 
 require_entrypoint()
 
-UPLOAD_TYPES = ["wav", "mp3", "flac", "ogg"]
+UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 RUNNING = "restore.running"
 
 
@@ -101,19 +101,20 @@ def run(settings, output) -> None:
         return
     (job / "report.json").write_text(json.dumps(report, indent=2))
     stems = sorted(p for p in stems_dir.iterdir() if p.is_file()) if stems_dir and stems_dir.is_dir() else []
-    saved = None
+    saved, copy_error = None, None
     out_dir = optional_path(prefs.output_dir)
     if out_dir is not None:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            saved = str(shutil.copy2(dst, out_dir / dst.name))
+            saved = str(copy_atomic(dst, out_dir))
         except OSError as exc:
-            st.warning(f"could not copy the master to {out_dir}: {exc}")
+            # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
+            copy_error = f"The master was not copied to the default output folder {out_dir}: {exc.strerror or exc}"
     label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
     st.session_state["restore.result"] = {
         "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
         "stems": [str(p) for p in stems], "stems_zip": str(zip_files(stems, job / "stems.zip")) if stems else None,
-        "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "job_dir": str(job),
+        "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "copy_error": copy_error,
+        "job_dir": str(job),
     }
 
 

@@ -1,4 +1,8 @@
-"""Settings: compute device, offline models folder, stem cache, default output folder."""
+"""Settings: compute device, offline models folder, stem cache, default output folder.
+
+The buttons act in their callbacks and leave their outcome in session state, so what they say
+is drawn on the next run, whatever reruns happen in between.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,68 @@ import streamlit as st
 from resonate.device import DEVICE_CHOICES, available_devices
 from resonate.ui.entry import require_entrypoint
 from resonate.ui.models import clear_model_cache
-from resonate.ui.session import Prefs, human_bytes, load_prefs, optional_path, prefs_path, save_prefs
+from resonate.ui.session import (
+    Prefs,
+    human_bytes,
+    load_prefs,
+    optional_path,
+    prefs_path,
+    prefs_problems,
+    save_prefs,
+)
 
 require_entrypoint()
+
+OUTCOME = "settings.outcome"        # (kind, message) of the last button pressed
+
+
+def _say(kind: str, message: str) -> None:
+    st.session_state[OUTCOME] = (kind, message)
+
+
+def save() -> None:
+    """Validate what the form holds; save only what can be used."""
+    here = available_devices()
+    state = st.session_state
+    chosen = Prefs(state["settings.device"], state["settings.models_dir"].strip(),
+                   state["settings.cache_dir"].strip(), state["settings.output_dir"].strip())
+    problems = prefs_problems(chosen)
+    if chosen.device not in ("auto", *here):
+        problems.insert(0, f"Compute device: {chosen.device} is not available here; choose one of auto, "
+                           f"{', '.join(here)}.")
+    if problems:
+        _say("error", "Not saved. " + " ".join(problems))
+        return
+    try:
+        path = save_prefs(chosen)
+    except OSError as exc:
+        _say("error", f"Not saved: cannot write {prefs_path()} ({exc.strerror or exc}).")
+        return
+    clear_model_cache()
+    _say("success", f"Saved to {path}")
+
+
+def clear_stem_cache(folder) -> None:
+    from resonate.separation import clear_cache
+
+    _say("success", f"Stem cache cleared: freed {human_bytes(clear_cache(folder))}.")
+
+
+def reload_models() -> None:
+    clear_model_cache()
+    _say("success", "Models will be loaded again on the next run.")
 
 
 def cache_section(cache_dir: str) -> None:
     try:
-        from resonate.separation import cache_size_bytes, clear_cache, default_cache_dir
+        from resonate.separation import cache_size_bytes, default_cache_dir
     except ImportError:
         st.caption("The stem cache comes with the separate stage, which is not installed.")
         return
     folder = optional_path(cache_dir) or default_cache_dir()
     st.markdown(f"Stem cache: `{folder}` · **{human_bytes(cache_size_bytes(folder))}**")
-    if st.button("Clear the stem cache", key="settings.clear_cache"):
-        freed = clear_cache(folder)
-        st.success(f"Freed {human_bytes(freed)}.")
+    st.button("Clear the stem cache", key="settings.clear_cache", on_click=clear_stem_cache, args=(folder,),
+              help="Deletes only the stems Resonate stored there")
 
 
 def models_note(models_dir: str) -> None:
@@ -43,31 +93,26 @@ def main() -> None:
     prefs = load_prefs()
     here = available_devices()
     with st.form("settings.form"):
-        device = st.radio("Compute device", DEVICE_CHOICES, index=list(DEVICE_CHOICES).index(prefs.device)
-                          if prefs.device in DEVICE_CHOICES else 0, horizontal=True,
-                          format_func=lambda d: d if d == "auto" or d in here else f"{d} (not available)",
-                          help="auto picks CUDA, then Apple's MPS, then the CPU")
+        st.radio("Compute device", DEVICE_CHOICES, index=list(DEVICE_CHOICES).index(prefs.device)
+                 if prefs.device in DEVICE_CHOICES else 0, horizontal=True, key="settings.device",
+                 format_func=lambda d: d if d == "auto" or d in here else f"{d} (not available)",
+                 help="auto picks CUDA, then Apple's MPS, then the CPU")
         st.caption(f"Available on this machine: {', '.join(here)}")
-        models_dir = st.text_input("Models folder (offline Demucs weights)", prefs.models_dir,
-                                   placeholder="~/resonate-models")
-        cache_dir = st.text_input("Stem cache folder", prefs.cache_dir, placeholder="default: ~/.cache/resonate/stems")
-        output_dir = st.text_input("Default output folder", prefs.output_dir,
-                                   placeholder="empty: masters stay in the session folder, download them from the page",
-                                   help="Each restored master is also copied here")
-        if st.form_submit_button("Save settings", type="primary"):
-            if device not in ("auto", *here):
-                st.error(f"{device} is not available here; choose one of auto, {', '.join(here)}.")
-            else:
-                path = save_prefs(Prefs(device, models_dir.strip(), cache_dir.strip(), output_dir.strip()))
-                clear_model_cache()
-                prefs = load_prefs()
-                st.success(f"Saved to {path}")
+        st.text_input("Models folder (offline Demucs weights)", prefs.models_dir,
+                      placeholder="~/resonate-models", key="settings.models_dir")
+        st.text_input("Stem cache folder", prefs.cache_dir, placeholder="default: ~/.cache/resonate/stems",
+                      key="settings.cache_dir")
+        st.text_input("Default output folder", prefs.output_dir,
+                      placeholder="empty: masters stay in the session folder, download them from the page",
+                      help="Each restored master is also copied here", key="settings.output_dir")
+        st.form_submit_button("Save settings", type="primary", on_click=save)
+    outcome = st.session_state.pop(OUTCOME, None)
+    if outcome:
+        (st.success if outcome[0] == "success" else st.error)(outcome[1])
     models_note(prefs.models_dir)
     cache_section(prefs.cache_dir)
-    if st.button("Reload models", key="settings.reload_models",
-                 help="Forget loaded models (and failed loads), e.g. after copying weights into the folder"):
-        clear_model_cache()
-        st.success("Models will be loaded again on the next run.")
+    st.button("Reload models", key="settings.reload_models", on_click=reload_models,
+              help="Forget loaded models (and failed loads), e.g. after copying weights into the folder")
     st.caption(f"Preferences file: {prefs_path()}")
 
 

@@ -146,6 +146,122 @@ def test_upload_just_over_the_excerpt_length_shows_results(app_env):
     assert any('id="ab-player"' in html for html in iframes(at))
 
 
+def run_upload(at: AppTest, seconds: float = 3.0, name: str = "take.wav") -> AppTest:
+    at.file_uploader[0].set_value((name, wav_bytes(seconds, 4), "audio/wav")).run()
+    widget(at, "toggle", "restore.cfg.separate.bypass").set_value(True).run()
+    widget(at, "button", "restore.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_copy_to_the_output_folder_is_atomic_and_its_failure_is_shown(app_env, tmp_path, monkeypatch):
+    import errno
+    import os
+    import shutil
+
+    out = tmp_path / "masters"
+    app_env(output_dir=str(out))
+    at = run_upload(started())                                 # a copy that works: the same bytes, no leftovers
+    result = at.session_state["restore.result"]
+    assert Path(result["saved_copy"]) == out / "take_restored.wav"
+    assert (out / "take_restored.wav").read_bytes() == Path(result["output"]).read_bytes()
+    assert [p.name for p in out.iterdir()] == ["take_restored.wav"] and not at.error
+
+    out2 = tmp_path / "full"
+    copyfileobj, copyfile = shutil.copyfileobj, shutil.copyfile
+
+    def where(f) -> Path:
+        name = f if isinstance(f, str | Path) else f.name
+        return Path(os.readlink(f"/proc/self/fd/{name}") if isinstance(name, int) else name)
+
+    def disk_full(fsrc, fdst, *args, **kwargs):
+        # Into the output folder, half the master gets written, then the disk is full (whichever
+        # way the copy is made); everything else is copied as usual.
+        if where(fdst).parent != out2:
+            return (copyfileobj if hasattr(fdst, "write") else copyfile)(fsrc, fdst, *args, **kwargs)
+        src = fsrc if hasattr(fsrc, "read") else open(fsrc, "rb")  # noqa: SIM115
+        dst = fdst if hasattr(fdst, "write") else open(fdst, "wb")  # noqa: SIM115
+        dst.write(src.read(1000))
+        dst.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    app_env(output_dir=str(out2))
+    at = started()
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    run_upload(at)
+    monkeypatch.undo()
+    assert not any(out2.iterdir())                             # no truncated master, no temp file
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "not copied" in errors[0] and "No space left on device" in errors[0]
+    widget(at, "slider", "restore.cfg.loudness.target_lufs").set_value(-16.0).run()
+    assert [e.value for e in at.error] == errors               # still shown after other reruns
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "42", '"text"', "{not json", '{"device": 3, "models_dir": []}'])
+def test_a_settings_file_that_is_not_an_object_falls_back_to_defaults(app_env, tmp_path, content):
+    (tmp_path / "app.json").write_text(content)
+    for page in PAGES:
+        at = started(page)
+        warnings = [w.value for w in at.warning]
+        assert any("could not be used" in w and "Defaults are in use" in w for w in warnings), (page, warnings)
+        if page == "pages/settings.py":
+            assert widget(at, "radio", "settings.device").value == "auto"
+
+
+def test_settings_are_validated_before_saving(app_env, tmp_path):
+    at = started("pages/settings.py")
+    widget(at, "text_input", "settings.models_dir").set_value(str(tmp_path / "no such folder"))
+    button(at, "Save settings").click().run()
+    assert not at.success and "does not exist" in at.error[0].value
+    assert not (tmp_path / "app.json").exists()
+    widget(at, "text_input", "settings.models_dir").set_value(str(tmp_path))
+    widget(at, "text_input", "settings.output_dir").set_value(str(tmp_path / "app.json.d" / "masters"))
+    button(at, "Save settings").click().run()
+    assert at.success and not at.error
+    assert json.loads((tmp_path / "app.json").read_text())["models_dir"] == str(tmp_path)
+
+
+def test_a_broken_settings_file_is_replaced_by_saving(app_env, tmp_path):
+    (tmp_path / "app.json").write_text("[]")
+    at = started("pages/settings.py")
+    assert at.warning
+    button(at, "Save settings").click().run()
+    assert at.success and json.loads((tmp_path / "app.json").read_text())["device"] == "auto"
+    at.switch_page("pages/about.py").run()
+    assert not at.warning
+
+
+def test_session_cleanup_deletes_only_old_unused_sessions_of_its_own(app_env, tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "sessions"
+    old = time.time() - 3 * 24 * 3600
+
+    def aged(path: Path) -> Path:
+        os.utime(path, (old, old))
+        return path
+
+    foreign = root / "my-recordings"
+    (foreign / "keep.wav").parent.mkdir(parents=True)
+    (foreign / "keep.wav").write_bytes(b"RIFF")
+    aged(foreign / "keep.wav"), aged(foreign)
+    at = started()
+    busy = Path(at.session_state["session_dir"])               # a session in use: its own folder is old
+    (busy / "jobs").mkdir()
+    aged(busy / "jobs"), aged(busy)
+    at.run()                                                   # the page runs: the session is in use
+    abandoned = started()
+    gone = Path(abandoned.session_state["session_dir"])
+    for p in (*gone.iterdir(), gone):
+        aged(p)
+    started()                                                  # a new session cleans up
+    assert (foreign / "keep.wav").read_bytes() == b"RIFF"      # never Resonate's: left alone
+    assert busy.is_dir() and (busy / "jobs").is_dir()
+    assert not gone.exists()
+
+
 def test_batch_processes_two_files(app_env):
     at = started("pages/batch.py")
     at.file_uploader[0].set_value([("one.wav", wav_bytes(3.0, 1), "audio/wav"),

@@ -6,6 +6,10 @@ the stems (segment, overlap, shifts, window). It holds one raw float32 file per 
 channels, interleaved, at the input's rate and channel count) and ``meta.json``. Entries are
 written to a ``.partial-*`` folder and renamed when complete, so a crash never leaves a truncated
 entry behind. When the cache grows beyond its cap, least recently used entries go first.
+
+The cache folder is the user's choice and may hold other things, even folders that look like
+entries: every folder Resonate creates gets a marker file (``MARKER``) the moment it is made, and
+size, clearing and eviction only ever consider marked folders.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 ENTRY_NAME = re.compile(r"^[0-9a-f]{64}$")
 PARTIAL_NAME = re.compile(r"^[0-9a-f]{64}\.partial-[0-9a-f]+$")
 META = "meta.json"
+MARKER = ".resonate-stems"
 STALE_PARTIAL_SECONDS = 24 * 3600
 CACHE_ENV = "RESONATE_CACHE_DIR"
 
@@ -64,12 +69,16 @@ def _dir_bytes(folder: Path) -> int:
     return total
 
 
+def _marked(folder: Path) -> bool:
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
 def _ours(cache_dir: Path) -> Iterator[Path]:
-    """Entry and partial folders in ``cache_dir``; nothing else there is ever touched."""
+    """Entry and partial folders Resonate made in ``cache_dir``; nothing else there is ever touched."""
     if not cache_dir.is_dir():
         return
     for p in cache_dir.iterdir():
-        if p.is_dir() and not p.is_symlink() and (ENTRY_NAME.match(p.name) or PARTIAL_NAME.match(p.name)):
+        if (ENTRY_NAME.match(p.name) or PARTIAL_NAME.match(p.name)) and _marked(p):
             yield p
 
 
@@ -134,6 +143,8 @@ class CacheEntry:
 
 def lookup(cache_dir: Path, key: str) -> CacheEntry | None:
     folder = cache_dir / key
+    if not _marked(folder):
+        return None
     meta_file = folder / META
     try:
         meta = json.loads(meta_file.read_text())
@@ -149,7 +160,8 @@ def lookup(cache_dir: Path, key: str) -> CacheEntry | None:
 
 
 def clear_entry(entry: CacheEntry) -> None:
-    shutil.rmtree(entry.folder, ignore_errors=True)
+    if _marked(entry.folder):
+        shutil.rmtree(entry.folder, ignore_errors=True)
 
 
 class StemReader:
@@ -183,6 +195,7 @@ class StemCacheWriter:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.partial = cache_dir / f"{key}.partial-{uuid.uuid4().hex[:12]}"
         self.partial.mkdir()
+        (self.partial / MARKER).write_text("Cached stems made by Resonate; safe to delete.\n")
         self._files = [open(self.partial / f"{s}.f32", "wb") for s in stems]  # noqa: SIM115 - closed in commit/abort
         self.frames = 0
 
@@ -198,8 +211,12 @@ class StemCacheWriter:
         self.meta["created"] = time.time()
         (self.partial / META).write_text(json.dumps(self.meta, indent=1, sort_keys=True))
         final = self.cache_dir / self.key
-        if final.exists():
+        if _marked(final):
             shutil.rmtree(final, ignore_errors=True)
+        elif final.exists() or final.is_symlink():
+            # Something of ours by name only: leave it, and keep no entry.
+            shutil.rmtree(self.partial, ignore_errors=True)
+            return final
         os.replace(self.partial, final)
         return final
 

@@ -150,3 +150,5 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
                            on_click="ignore", key=f"{key}.dl_stems")
     if result.get("saved_copy"):
         st.caption(f"A copy of the master was saved to {result['saved_copy']}")
+    if result.get("copy_error"):
+        st.error(result["copy_error"] + " Download it from this page, or fix the folder in Settings.")

@@ -20,8 +20,10 @@ from pathlib import Path
 import streamlit as st
 
 from resonate.audio.io import sanitize_filename
+from resonate.device import DEVICE_CHOICES
 
 SESSION_MAX_AGE_S = 24 * 3600
+SESSION_MARKER = ".resonate-session"
 SPOOL_CHUNK = 4 << 20
 DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo" / "concert_demo.mp3"
 
@@ -32,26 +34,48 @@ def sessions_root() -> Path:
     return Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "resonate-sessions"
 
 
+def _is_session(folder: Path) -> bool:
+    """Only folders Resonate created carry the marker; nothing else in the root is ever touched."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / SESSION_MARKER).is_file()
+
+
+def _last_used(folder: Path) -> float:
+    # The marker is touched on every run of the page, so its time is the session's last use (the
+    # folder's own time only changes when an entry directly inside it is added or removed).
+    return (folder / SESSION_MARKER).stat().st_mtime
+
+
 def _prune_old_sessions(root: Path, keep: Path) -> None:
-    """Sessions left by closed tabs: delete folders untouched for a day."""
+    """Sessions left by closed tabs: delete Resonate's session folders unused for a day."""
     now = time.time()
     for d in root.iterdir() if root.is_dir() else ():
         try:
-            if d.is_dir() and d != keep and now - d.stat().st_mtime > SESSION_MAX_AGE_S:
+            if d != keep and _is_session(d) and now - _last_used(d) > SESSION_MAX_AGE_S:
                 shutil.rmtree(d, ignore_errors=True)
         except OSError:
             continue
 
 
+def _new_session(root: Path) -> Path:
+    folder = root / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True)
+    (folder / SESSION_MARKER).write_text("A Resonate app session: deleted when unused for a day.\n")
+    return folder
+
+
 def session_dir() -> Path:
-    """This browser session's folder (created on first use)."""
+    """This browser session's folder (created on first use), marked as Resonate's and as in use."""
     if "session_dir" not in st.session_state:
-        folder = sessions_root() / uuid.uuid4().hex[:12]
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _new_session(sessions_root())
         _prune_old_sessions(folder.parent, folder)
         st.session_state["session_dir"] = str(folder)
     folder = Path(st.session_state["session_dir"])
-    folder.mkdir(parents=True, exist_ok=True)
+    if not _is_session(folder):
+        # Removed from outside (or by hand): start again under the same name.
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SESSION_MARKER).write_text("A Resonate app session: deleted when unused for a day.\n")
+    else:
+        os.utime(folder / SESSION_MARKER)
     return folder
 
 
@@ -75,6 +99,36 @@ def spool_upload(uploaded, folder: Path) -> Path:
     with open(target, "wb") as f:
         shutil.copyfileobj(uploaded, f, SPOOL_CHUNK)
     return target
+
+
+def copy_atomic(src: Path, folder: Path) -> Path:
+    """Copy ``src`` into ``folder`` under its own name, atomically: a hidden temp file beside the
+    target, renamed into place once complete. On any failure (full disk, no permission) the temp
+    file is removed, an existing file of that name is left as it was, and the OSError is raised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / src.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{src.stem[:40]}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out, SPOOL_CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; a copy for the user follows their umask
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, not while sessions run.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def zip_files(paths: Iterable[Path], target: Path) -> Path:
@@ -114,26 +168,92 @@ def prefs_path() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".config" / "resonate" / "app.json"
 
 
+PREFS_PROBLEM = "prefs.problem"
+
+
+def _validated_prefs(data: object) -> tuple[Prefs, list[str]]:
+    """Prefs from the parsed file, and what had to be dropped (each falls back to its default)."""
+    if not isinstance(data, dict):
+        return Prefs(), [f"it holds {type(data).__name__ if data is not None else 'null'}, not an object of settings"]
+    values, problems = {}, []
+    for f in fields(Prefs):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if not isinstance(value, str):
+            problems.append(f"{f.name} is not text")
+        elif f.name == "device" and value not in DEVICE_CHOICES:
+            problems.append(f"device '{value}' is not one of {', '.join(DEVICE_CHOICES)}")
+        else:
+            values[f.name] = value
+    return Prefs(**values), problems
+
+
 def load_prefs() -> Prefs:
+    """The saved preferences; a file that cannot be used falls back to defaults, and says so
+    (``prefs_problem``) instead of breaking every page."""
     if "prefs" not in st.session_state:
-        prefs = Prefs()
+        prefs, problems = Prefs(), []
+        path = prefs_path()
         try:
-            data = json.loads(prefs_path().read_text())
-            known = {f.name for f in fields(Prefs)}
-            prefs = Prefs(**{k: str(v) for k, v in data.items() if k in known})
-        except (OSError, ValueError, TypeError):
+            prefs, problems = _validated_prefs(json.loads(path.read_text()))
+        except FileNotFoundError:
             pass
+        except (OSError, ValueError) as exc:
+            problems = [f"it could not be read ({exc})"]
+        if problems:
+            st.session_state[PREFS_PROBLEM] = (f"The settings file {path} could not be used in full: "
+                                               f"{'; '.join(problems)}. Defaults are in use for that; "
+                                               "saving on the Settings page replaces the file.")
         st.session_state["prefs"] = asdict(prefs)
     return Prefs(**st.session_state["prefs"])
 
 
+def prefs_problem() -> str | None:
+    return st.session_state.get(PREFS_PROBLEM)
+
+
+def _folder_problem(label: str, text: str, must_exist: bool) -> str | None:
+    folder = optional_path(text)
+    if folder is None:
+        return None
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{label}: {folder} is not a folder."
+        if not must_exist and not os.access(folder, os.W_OK | os.X_OK):
+            return f"{label}: {folder} is not writable."
+        return None
+    if must_exist:
+        return f"{label}: {folder} does not exist."
+    parent = next((p for p in folder.parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{label}: {folder} does not exist and cannot be created there."
+    return None
+
+
+def prefs_problems(prefs: Prefs) -> list[str]:
+    """Why these preferences cannot be saved (empty when they can)."""
+    problems = []
+    if prefs.device not in DEVICE_CHOICES:
+        problems.append(f"Compute device: '{prefs.device}' is not one of {', '.join(DEVICE_CHOICES)}.")
+    for label, text, must_exist in (("Models folder", prefs.models_dir, True),
+                                    ("Stem cache folder", prefs.cache_dir, False),
+                                    ("Default output folder", prefs.output_dir, False)):
+        problem = _folder_problem(label, text, must_exist)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def save_prefs(prefs: Prefs) -> Path:
-    st.session_state["prefs"] = asdict(prefs)
+    """Write the preferences (atomically); raises OSError when the file cannot be written."""
     path = prefs_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(asdict(prefs), indent=2))
     os.replace(tmp, path)
+    st.session_state["prefs"] = asdict(prefs)
+    st.session_state.pop(PREFS_PROBLEM, None)
     return path
 
 
