@@ -236,6 +236,9 @@ OPTIONAL_COMMANDS = (
     ("resonate.bench", (
         ("bench", "measure speed and memory of each stage and the chain", "add_bench_arguments", "run_bench"),
     )),
+    ("resonate.fuse_cli", (
+        ("fuse", "align and fuse several recordings of one show, then restore the result", "add_fuse_arguments", "run_fuse"),
+    )),
 )
 
 
