@@ -44,7 +44,7 @@ def test_probe_errors(tmp_path):
     with pytest.raises(ResonateError, match="empty"):
         probe(tmp_path / "empty.wav")
     (tmp_path / "junk.wav").write_bytes(b"this is not audio" * 100)
-    with pytest.raises(ResonateError, match="not a valid"):
+    with pytest.raises(ResonateError, match="not an audio file we can read"):
         probe(tmp_path / "junk.wav")
     sf.write(str(tmp_path / "quad.wav"), np.zeros((100, 4), np.float32), 44100)
     with pytest.raises(ResonateError, match="4 channels"):

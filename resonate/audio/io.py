@@ -1,8 +1,10 @@
 """Reading and writing audio files. Float32, channel-first (channels, frames) everywhere inside.
 
-Reads WAV/FLAC/OGG/MP3 through libsndfile; writes WAV (16/24-bit PCM with TPDF dither, or
-32-bit float) and MP3 (lameenc). Every write goes to a temp file in the target folder and is
-renamed into place only when complete, so a failure never leaves a half-written file.
+Reads WAV/FLAC/OGG/MP3 through libsndfile and phone/video formats (M4A/AAC, MP4/MOV, WebM)
+through PyAV (FFmpeg), both streamed in blocks at the file's own rate; writes WAV (16/24-bit PCM
+with TPDF dither, or 32-bit float) and MP3 (lameenc). Every write goes to a temp file in the
+target folder and is renamed into place only when complete, so a failure never leaves a
+half-written file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import lameenc
 import numpy as np
 import soundfile as sf
@@ -22,7 +26,11 @@ import soundfile as sf
 from resonate.audio.resample import StreamResampler
 from resonate.errors import ResonateError
 
-READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+AV_EXTENSIONS = (".m4a", ".aac", ".mp4", ".mov", ".webm")      # phones and video: PyAV (FFmpeg)
+READ_EXTENSIONS = SOUNDFILE_EXTENSIONS + AV_EXTENSIONS
+SUPPORTED_EXTENSIONS = READ_EXTENSIONS
+READABLE = "WAV, FLAC, OGG, MP3, M4A/AAC, MP4/MOV or WebM"
 MIN_RATE, MAX_RATE = 8000, 192000
 MAX_CHANNELS = 2
 BIT_DEPTHS = ("16", "24", "32f")
@@ -38,6 +46,7 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    backend: str = "soundfile"          # soundfile | av
 
     @property
     def seconds(self) -> float:
@@ -45,29 +54,149 @@ class AudioInfo:
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
-    """Check that ``path`` is audio Resonate can process; one clear error otherwise."""
+    """Check that ``path`` is audio Resonate can process; one clear error otherwise.
+
+    Only headers are read (and, for raw AAC, the packet list), never the whole audio."""
     p = Path(path)
     if not p.exists():
         raise ResonateError(f"input file not found: {p}")
     if p.is_dir():
         raise ResonateError(f"input is a folder, not an audio file: {p}")
+    if not p.is_file():
+        raise ResonateError(f"input is not a regular file (a pipe or a device?): {p}")
+    if not os.access(p, os.R_OK):
+        raise ResonateError(f"cannot read {p.name}: permission denied")
     if p.stat().st_size == 0:
         raise ResonateError(f"input file is empty (0 bytes): {p}")
-    try:
-        info = sf.info(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise ResonateError(
-            f"cannot read {p.name}: not a valid WAV, FLAC, OGG or MP3 file ({_short(exc)})"
-        ) from None
+    info = None
+    if p.suffix.lower() not in AV_EXTENSIONS:
+        try:
+            i = sf.info(str(p))
+            info = AudioInfo(p, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            pass                        # a misnamed file: FFmpeg may still know it
+    if info is None:
+        info = _av_probe(p)
+    if info is None:
+        raise ResonateError(f"{p.name} is not an audio file we can read (we read {READABLE})")
     if info.frames <= 0:
         raise ResonateError(f"input file has no audio samples (zero length): {p}")
     if info.channels > MAX_CHANNELS:
         raise ResonateError(f"{p.name} has {info.channels} channels; Resonate handles mono or stereo files")
-    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise ResonateError(
-            f"{p.name} has a sample rate of {info.samplerate} Hz; supported rates are {MIN_RATE}–{MAX_RATE} Hz"
+            f"{p.name} has a sample rate of {info.sample_rate} Hz; supported rates are {MIN_RATE}–{MAX_RATE} Hz"
         )
-    return AudioInfo(p, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# PyAV (FFmpeg): M4A/AAC, MP4/MOV, WebM. The first audio stream, decoded frame by frame into
+# blocks at the stream's own rate; video streams are demuxed past, never decoded.
+
+# Containers whose headers give the audio length exactly (MP4's edit list also trims the AAC
+# encoder's priming and padding) or to the millisecond (Matroska/WebM). For anything else (raw
+# ADTS AAC has no header; FFmpeg would guess from the bitrate) the packets are counted instead.
+_EXACT_DURATION_FORMATS = ("mov", "mp4", "m4a", "3gp", "matroska", "webm")
+_AV_PROBES: dict[tuple[str, int, int], AudioInfo] = {}
+
+
+def _open_av(p: Path):
+    return av.open(str(p), metadata_errors="ignore")
+
+
+def _av_probe(p: Path) -> AudioInfo | None:
+    """Rate, channels and length from the container, or None when FFmpeg cannot read it as audio."""
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _AV_PROBES:
+        return _AV_PROBES[key]
+    try:
+        with _open_av(p) as c:
+            if not c.streams.audio:
+                raise ResonateError(f"{p.name} has no audio track")
+            s = c.streams.audio[0]
+            rate, channels = int(s.codec_context.sample_rate or s.rate or 0), int(s.codec_context.channels or 0)
+            if rate <= 0 or channels <= 0:
+                return None
+            names = c.format.name.split(",")
+            if s.duration is not None and s.time_base and any(n in ("mov", "mp4", "m4a") for n in names):
+                frames = round(s.duration * s.time_base * rate)
+            elif c.duration and any(n in _EXACT_DURATION_FORMATS for n in names):
+                frames = round(c.duration * rate / av.time_base)
+                if s.codec_context.name == "opus":       # the decoder drops the encoder's pre-skip
+                    frames -= int(s.codec_context.delay or 0)
+            else:
+                end = 0
+                for pkt in c.demux(s):
+                    if pkt.pts is not None and pkt.duration:
+                        end = max(end, pkt.pts + pkt.duration)
+                frames = round(end * s.time_base * rate) if s.time_base else 0
+            info = AudioInfo(p, rate, channels, int(frames), names[0], s.codec_context.name, backend="av")
+    except ResonateError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return None
+    if len(_AV_PROBES) > 256:
+        _AV_PROBES.clear()
+    _AV_PROBES[key] = info
+    return info
+
+
+_INT_SCALE = {np.dtype(np.int16): 2.0 ** -15, np.dtype(np.int32): 2.0 ** -31}
+
+
+def _frame_samples(frame, channels: int) -> np.ndarray:
+    """One decoded frame as float32 (channels, n), whatever FFmpeg's sample format."""
+    a = frame.to_ndarray()
+    if not frame.format.is_planar:
+        a = a.reshape(-1, channels).T
+    if a.shape[0] != channels:
+        raise ResonateError(f"the audio changes its channel count mid-stream ({channels} -> {a.shape[0]})")
+    if a.dtype == np.uint8:
+        return ((a.astype(np.float32) - 128.0) / 128.0)
+    if a.dtype in _INT_SCALE:
+        return (a * np.float32(_INT_SCALE[a.dtype])).astype(np.float32)
+    return a.astype(np.float32, copy=False)
+
+
+def _av_blocks(path: Path, info: AudioInfo, block_frames: int, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    """Blocks of ``block_frames`` from sample ``start`` up to ``stop`` (at most ``info.frames``:
+    MP4's trailing encoder padding is dropped). Memory: one block plus one decoded frame."""
+    end = info.frames if stop is None else min(stop, info.frames)
+    rate, channels = info.sample_rate, info.channels
+    parts: list[np.ndarray] = []
+    have = 0
+    with _open_av(path) as c:
+        s = c.streams.audio[0]
+        pos = 0                                     # sample index of the next decoded sample
+        origin = s.start_time or 0
+        # Seeking is sample-exact only when timestamps count samples; otherwise decode from 0.
+        exact_ts = s.time_base == Fraction(1, rate)
+        if start > rate and exact_ts:
+            c.seek(origin + start - rate, stream=s, backward=True, any_frame=False)
+            pos = None
+        for frame in c.decode(s):
+            if pos is None:
+                if frame.pts is None:
+                    raise ResonateError(f"cannot seek in {path.name}: its audio has no timestamps")
+                pos = int(frame.pts - origin)
+            x = _frame_samples(frame, channels)
+            n = x.shape[-1]
+            lo, hi = max(0, start - pos), min(n, end - pos)
+            pos += n
+            if hi > lo:
+                parts.append(x[:, lo:hi])
+                have += hi - lo
+                while have >= block_frames:
+                    buf = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+                    yield np.ascontiguousarray(buf[:, :block_frames])
+                    rest = buf[:, block_frames:]
+                    parts, have = ([rest] if rest.shape[-1] else []), rest.shape[-1]
+            if pos >= end:
+                break
+    if have:
+        yield np.ascontiguousarray(np.concatenate(parts, axis=-1))
 
 
 def _short(exc: BaseException) -> str:
@@ -98,8 +227,23 @@ def read_blocks(
 ) -> Iterator[np.ndarray]:
     """Stream a file as float32 (channels, n) blocks; NaN/inf become 0 (counted in ``nonfinite``)."""
     counter = nonfinite or NonFiniteCounter()
+    p = Path(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        f = None if p.suffix.lower() in AV_EXTENSIONS else sf.SoundFile(str(p))
+    except sf.LibsndfileError:
+        f = None
+    if f is None:
+        info = _av_probe(p)
+        if info is None:
+            raise ResonateError(f"{p.name} is not an audio file we can read (we read {READABLE})")
+        try:
+            for block in _av_blocks(p, info, block_frames, start, stop):
+                yield counter.clean(block)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise ResonateError(f"cannot decode {p.name}: {_short(exc)}") from None
+        return
+    try:
+        with f:
             if start:
                 f.seek(start)
             remaining = None if stop is None else max(0, stop - start)
@@ -112,7 +256,7 @@ def read_blocks(
                     remaining -= data.shape[0]
                 yield counter.clean(np.ascontiguousarray(data.T))
     except sf.LibsndfileError as exc:
-        raise ResonateError(f"cannot decode {Path(path).name}: {_short(exc)}") from None
+        raise ResonateError(f"cannot decode {p.name}: {_short(exc)}") from None
 
 
 def read_audio(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, int]:
