@@ -278,3 +278,77 @@ def test_default_models_folder_is_used_when_it_has_the_model(monkeypatch, tiny_m
     monkeypatch.setattr(sep_models, "can_reach_download_hosts", lambda timeout=2.0: pytest.fail("no network needed"))
     model = load_model("htdemucs", None)
     assert list(model.sources) == ["drums", "bass", "other", "vocals"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights files are loaded without running what they ask for (issue 12, item 4).
+
+class _RunsCode:
+    """What a crafted weights file holds: unpickling it calls ``os.system``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _crafted_models_folder(folder, marker, where: str):
+    """A models folder that looks right (bag file, weights file named by its signature)."""
+    from demucs.htdemucs import HTDemucs
+
+    folder.mkdir()
+    (folder / "htdemucs.yaml").write_text("models: ['deadbeef']\n")
+    payload = _RunsCode(marker)
+    if where == "state":        # a real-looking package with the payload among the tensors
+        payload = {"klass": HTDemucs, "args": [], "kwargs": {}, "state": {"encoder.0.weight": payload}}
+    torch.save(payload, folder / "deadbeef.th")
+    return folder
+
+
+@pytest.mark.parametrize("where", ["whole file", "state"])
+def test_a_weights_file_that_would_run_code_is_refused(tmp_path, where, write_wav):
+    from demucs.states import load_model as demucs_load_model
+
+    # Control: demucs's own loader does run it (so the file below is a real attack).
+    control = tmp_path / "control-ran"
+    torch.save(_RunsCode(control), tmp_path / "control.th")
+    with pytest.raises(Exception):          # noqa: B017 - os.system's return value is no package
+        demucs_load_model(tmp_path / "control.th")
+    assert control.exists()
+
+    marker = tmp_path / "attack-ran"
+    folder = _crafted_models_folder(tmp_path / "models", marker, where)
+    with pytest.raises(StageUnavailable) as err:
+        load_model("htdemucs", folder)
+    msg = str(err.value)
+    assert not marker.exists()
+    assert "\n" not in msg and msg.startswith("refused to load Demucs weights") and "deadbeef.th" in msg
+    assert "system" in msg                  # names what the file asked to call
+    # Through the chain: separation is skipped with that line, the job completes, nothing ran.
+    report = process_file(write_wav(show_signal(1.0)), tmp_path / "out.wav", ChainSettings(skip=("restore",)),
+                          models_dir=folder, cache_dir=tmp_path / "cache")
+    sep = next(s for s in report["stages"] if s["name"] == "separate")
+    assert sep["skipped"] and sep["reason"].startswith("refused to load Demucs weights")
+    assert not marker.exists() and (tmp_path / "out.wav").exists()
+
+
+def test_a_package_whose_class_is_not_a_demucs_model_is_refused(tmp_path):
+    from collections import OrderedDict
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "htdemucs.yaml").write_text("models: ['deadbeef']\n")
+    torch.save({"klass": OrderedDict, "args": [[("a", 1)]], "kwargs": {}, "state": {}}, folder / "deadbeef.th")
+    with pytest.raises(StageUnavailable, match="its model class is"):
+        load_model("htdemucs", folder)
+
+
+def test_real_architecture_with_a_fraction_segment_still_loads(tmp_path):
+    """Released htdemucs files keep their segment as a Fraction: allowed, like the model classes."""
+    folder = separation_fixtures.make_tiny_htdemucs_repo(tmp_path / "models", "htdemucs", segment=Fraction(39, 5))
+    model = load_model("htdemucs", folder)
+    assert describe(model, "htdemucs").max_segment == pytest.approx(7.8)
+    ref = torch.load(next(folder.glob("*.th")), weights_only=False)
+    got = model.models[0].state_dict()
+    assert all(torch.equal(got[k], v) for k, v in ref["state"].items())

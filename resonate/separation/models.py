@@ -5,6 +5,12 @@ Users without internet point ``--models-dir`` at a folder in demucs's local-repo
 the signatures of a named model (a "bag"), exactly what ``demucs.pretrained.get_model(name,
 repo=folder)`` reads. Without a folder, demucs fetches the weights itself (HuggingFace hub, then
 its legacy download site); when that fails too the stage is skipped with instructions.
+
+``.th`` files are pickles, and demucs unpickles them in full: a crafted file would run whatever
+it names. Here they are read with ``torch.load(weights_only=True)``, which rebuilds tensors and
+plain containers only, with just the globals a Demucs package needs allowed (the model classes
+and ``fractions.Fraction``); anything else is refused with one line naming what it asked for.
+Safetensors files from the hub must name one of those model classes too.
 """
 
 from __future__ import annotations
@@ -13,15 +19,23 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 import socket
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import torch
 import yaml
 from demucs import __version__ as demucs_version
 from demucs.apply import BagOfModels
-from demucs.pretrained import REMOTE_ROOT, _parse_remote_files, get_model
-from demucs.repo import LocalRepo, ModelLoadingError
+from demucs.demucs import Demucs
+from demucs.hdemucs import HDemucs
+from demucs.htdemucs import HTDemucs
+from demucs.pretrained import REMOTE_ROOT, _parse_remote_files
+from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo, ModelLoadingError, RemoteRepo, check_checksum
+from demucs.states import load_model as build_model
 
 from resonate.errors import StageUnavailable
 
@@ -125,6 +139,114 @@ def missing_files(name: str, models_dir: Path) -> str:
     return f"no weights file for signature(s) {', '.join(absent)}" if absent else ""
 
 
+# ---------------------------------------------------------------------------------------------
+# Loading without running anything the file asks for.
+
+MODEL_CLASSES = (HTDemucs, HDemucs, Demucs)          # what a demucs package's "klass" may be
+SAFE_GLOBALS = [*MODEL_CLASSES, Fraction]            # htdemucs stores its segment as a Fraction
+
+
+class UnsafeWeights(StageUnavailable):
+    """A weights file that asks for more than tensors, settings and a Demucs model class."""
+
+
+def _refuse(path, what: str) -> UnsafeWeights:
+    return UnsafeWeights(
+        f"refused to load Demucs weights {path}: {what}; a Demucs weights file holds only tensors, "
+        "settings and a Demucs model class, so this file is not one (delete it and use the official download)")
+
+
+def read_package(path: str | os.PathLike):
+    """The package dict of a demucs ``.th`` file, unpickled with only tensors, plain containers
+    and :data:`SAFE_GLOBALS` allowed."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            package = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise _refuse(path, f"loading it would call {named.group(1)}" if named else
+                      f"it is not a plain weights pickle ({str(exc).splitlines()[0][:120]})") from None
+    return _checked(path, package)
+
+
+def _checked(path, package):
+    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= set(package):
+        raise _refuse(path, "it is not a Demucs package (klass, args, kwargs, state)")
+    if package["klass"] not in MODEL_CLASSES:
+        raise _refuse(path, f"its model class is {package['klass']!r}")
+    return package
+
+
+class _SafeLocalRepo(LocalRepo):
+    """demucs's local repo (same file naming, same checksum check), loading with :func:`read_package`."""
+
+    def get_model(self, sig: str):
+        try:
+            file = self._models[sig]
+        except KeyError:
+            raise ModelLoadingError(f"Could not find pre-trained model with signature {sig}.") from None
+        if sig in self._checksums:
+            check_checksum(file, self._checksums[sig])
+        return build_model(read_package(file))
+
+
+class _SafeRemoteRepo(RemoteRepo):
+    """demucs's legacy download site, the downloaded package read like a local one."""
+
+    def get_model(self, sig: str):
+        try:
+            url = self._models[sig]
+        except KeyError:
+            raise ModelLoadingError(f"Could not find a pre-trained model with signature {sig}.") from None
+        try:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                package = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
+                                                             weights_only=True)
+        except pickle.UnpicklingError as exc:
+            named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            raise _refuse(url, f"loading it would call {named.group(1)}" if named else "not a plain weights pickle") from None
+        return build_model(_checked(url, package))
+
+
+def _hub_model(name: str):
+    """demucs.hf.get_hf_model, with each safetensors file's model class checked before it is built
+    (demucs imports and calls whatever class name the file's metadata gives)."""
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name, load_safetensors_model
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    allowed = {f"{c.__module__}.{c.__name__}" for c in MODEL_CLASSES}
+    repo_id = f"{DEFAULT_NAMESPACE}/{hf_repo_name(name)}"
+    with open(hf_hub_download(repo_id, f"{name}.yaml")) as file:
+        bag = yaml.safe_load(file)
+    models = []
+    for sig in bag["models"]:
+        path = hf_hub_download(repo_id, f"{sig}.safetensors")
+        with safe_open(path, framework="pt") as f:
+            klass = (f.metadata() or {}).get("klass")
+        if klass not in allowed:
+            raise _refuse(path, f"its model class is {klass!r}")
+        models.append(load_safetensors_model(path))
+    return BagOfModels(models, bag.get("weights"), bag.get("segment"))
+
+
+def get_model(name: str, repo: Path | None = None):
+    """``demucs.pretrained.get_model`` for names and local folders, loading safely."""
+    if repo is None:
+        try:
+            return _hub_model(name)
+        except UnsafeWeights:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as demucs: fall back to the legacy site
+            log.debug("Could not load %s from the HuggingFace hub (%r), trying the legacy site.", name, exc)
+        model_repo = _SafeRemoteRepo(_parse_remote_files(REMOTE_ROOT / "files.txt"))
+        bag_repo = BagOnlyRepo(REMOTE_ROOT, model_repo)
+    else:
+        model_repo = _SafeLocalRepo(Path(repo))
+        bag_repo = BagOnlyRepo(Path(repo), model_repo)
+    return AnyModelRepo(model_repo, bag_repo).get_model(name)
+
+
 DOWNLOAD_HOSTS = (("huggingface.co", 443), ("dl.fbaipublicfiles.com", 443))
 
 
@@ -184,6 +306,8 @@ def load_model(name: str, models_dir: Path | None):
             )
     try:
         model = get_model(name, repo=models_dir)
+    except UnsafeWeights:
+        raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any loader failure means "skip separation"
         # Offline downloads fail with URLError or hub errors, a truncated file in torch.load,
         # a bad bag file in yaml; demucs itself may call sys.exit.
