@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import streamlit as st
 
-from resonate.audio.io import READ_EXTENSIONS, output_suffix, probe
+from resonate.audio.io import READ_EXTENSIONS, READABLE, output_suffix, probe
 from resonate.errors import ResonateError
 from resonate.stages import load_registry
+from resonate.ui import history
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.entry import require_entrypoint
 from resonate.ui.results import download_name, show_result
@@ -29,12 +31,33 @@ require_entrypoint()
 
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 RUNNING = "restore.running"
+SHOWN = "restore.result"            # the job folder of the run shown below the controls
+NOTICE = "restore.notice"
+INPUT_FILE = "restore-input.json"   # the chosen recording, in the session folder: survives a reload
 
 
 def set_input(path: Path, name: str, kind: str) -> None:
-    st.session_state["restore.input"] = {"path": str(path), "name": name, "kind": kind}
-    st.session_state.pop("restore.result", None)
+    chosen = {"path": str(path), "name": name, "kind": kind}
+    st.session_state["restore.input"] = chosen
     st.session_state.pop("restore.error", None)
+    (session_dir() / INPUT_FILE).write_text(json.dumps(chosen))
+
+
+def clear_input() -> None:
+    st.session_state.pop("restore.input", None)
+    (session_dir() / INPUT_FILE).unlink(missing_ok=True)
+
+
+def current_input() -> dict | None:
+    if "restore.input" not in st.session_state:
+        try:
+            chosen = json.loads((session_dir() / INPUT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(chosen, dict) or not {"path", "name", "kind"} <= set(chosen):
+            return None
+        st.session_state["restore.input"] = chosen
+    return st.session_state["restore.input"]
 
 
 def use_demo() -> None:
@@ -50,19 +73,27 @@ def use_local_path() -> None:
 def start_run() -> None:
     st.session_state[RUNNING] = True
     st.session_state.pop("restore.error", None)
+    st.session_state.pop(NOTICE, None)
+
+
+def cancel_run() -> None:
+    # The click itself stops the job: Streamlit interrupts the running script at its next UI
+    # update, and run() below removes everything the job had written. This says so afterwards.
+    st.session_state[NOTICE] = "Cancelled. Nothing of that run was kept."
 
 
 def choose_input(disabled: bool) -> None:
-    uploaded = st.file_uploader("Drop a concert recording (WAV, MP3, FLAC or OGG)", type=UPLOAD_TYPES,
+    uploaded = st.file_uploader(f"Drop a concert recording ({READABLE})", type=UPLOAD_TYPES,
                                 key="restore.upload", disabled=disabled)
     if uploaded is not None and st.session_state.get("restore.upload_id") != uploaded.file_id:
         # Spool to disk at once: the job, the plots and the player all read the file from there.
         path = spool_upload(uploaded, session_dir() / "uploads" / uploaded.file_id[:12])
         st.session_state["restore.upload_id"] = uploaded.file_id
         set_input(path, uploaded.name, "upload")
-    current = st.session_state.get("restore.input")
-    if uploaded is None and current and current["kind"] == "upload":
-        st.session_state.pop("restore.input", None)
+    current = current_input()
+    if uploaded is None and st.session_state.get("restore.upload_id") and current and current["kind"] == "upload":
+        # The user removed the upload (after a reload the uploader starts empty: that is no removal).
+        clear_input()
         st.session_state.pop("restore.upload_id", None)
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     c1.text_input("…or the path of a file on this computer", key="restore.local_path", on_change=use_local_path,
@@ -73,7 +104,7 @@ def choose_input(disabled: bool) -> None:
 
 def describe_input() -> float | None:
     """One line about the chosen recording; its duration, or None when there is none (or it is bad)."""
-    current = st.session_state.get("restore.input")
+    current = current_input()
     if not current:
         st.info("Choose a recording above, or try the demo clip.")
         return None
@@ -88,34 +119,64 @@ def describe_input() -> float | None:
 
 
 def run(settings, output) -> None:
-    current = st.session_state["restore.input"]
+    current = current_input()
     prefs = load_prefs()
     src = Path(current["path"])
     job = new_job_dir("restore")
-    dst = job / download_name(current["name"], output_suffix(output.format))
-    separating = "separate" in load_registry() and "separate" not in settings.skip
-    stems_dir = job / "stems" if separating else None
-    report, error = run_job(src, dst, settings, output, prefs, stems_dir=stems_dir)
-    if report is None:
-        st.session_state["restore.error"] = f"Could not restore {current['name']}: {error}"
+    finished = False
+    try:
+        dst = job / download_name(current["name"], output_suffix(output.format))
+        separating = "separate" in load_registry() and "separate" not in settings.skip
+        stems_dir = job / "stems" if separating else None
+        report, error = run_job(src, dst, settings, output, prefs, stems_dir=stems_dir)
+        if report is None:
+            st.session_state["restore.error"] = f"Could not restore {current['name']}: {error}"
+            return
+        (job / "report.json").write_text(json.dumps(report, indent=2))
+        stems = sorted(p for p in stems_dir.iterdir() if p.is_file()) if stems_dir and stems_dir.is_dir() else []
+        saved, copy_error = None, None
+        out_dir = optional_path(prefs.output_dir)
+        if out_dir is not None:
+            try:
+                saved = str(copy_atomic(dst, out_dir))
+            except OSError as exc:
+                # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
+                copy_error = f"The master was not copied to the default output folder {out_dir}: {exc.strerror or exc}."
+        label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
+        history.write_run(job, {
+            "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
+            "stems": [str(p) for p in stems], "stems_zip": str(zip_files(stems, job / "stems.zip")) if stems else None,
+            "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "copy_error": copy_error,
+            "settings": history.settings_record(settings, output),
+            "fingerprint": history.fingerprint(src, settings, output),
+        })
+        st.session_state[SHOWN] = str(job)
+        finished = True
+    finally:
+        # An error, Cancel, leaving the page or a closed tab: nothing half-made stays behind.
+        if not finished:
+            shutil.rmtree(job, ignore_errors=True)
+
+
+def show_runs(settings, output) -> None:
+    runs = history.runs(session_dir(), "restore")
+    if not runs:
         return
-    (job / "report.json").write_text(json.dumps(report, indent=2))
-    stems = sorted(p for p in stems_dir.iterdir() if p.is_file()) if stems_dir and stems_dir.is_dir() else []
-    saved, copy_error = None, None
-    out_dir = optional_path(prefs.output_dir)
-    if out_dir is not None:
-        try:
-            saved = str(copy_atomic(dst, out_dir))
-        except OSError as exc:
-            # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
-            copy_error = f"The master was not copied to the default output folder {out_dir}: {exc.strerror or exc}"
-    label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
-    st.session_state["restore.result"] = {
-        "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
-        "stems": [str(p) for p in stems], "stems_zip": str(zip_files(stems, job / "stems.zip")) if stems else None,
-        "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "copy_error": copy_error,
-        "job_dir": str(job),
-    }
+    by_job = {r["job_dir"]: r for r in runs}
+    if st.session_state.get(SHOWN) not in by_job:
+        st.session_state[SHOWN] = runs[0]["job_dir"]           # after a reload: the latest run
+    st.divider()
+    if len(runs) > 1:
+        st.selectbox("This session's runs", list(by_job), key=SHOWN, format_func=lambda j: history.describe(by_job[j]),
+                     help="Every run of this session stays here, with its downloads and A/B, until the tab "
+                          "is closed for a day")
+    record = by_job[st.session_state[SHOWN]]
+    current = current_input()
+    if current and settings is not None and record.get("fingerprint") != history.fingerprint(current["path"], settings,
+                                                                                           output):
+        st.warning("**Out of date:** the recording or the controls changed after this result. "
+                   "Run again to hear the change.", icon=":material/update:")
+    show_result(record, "restore")
 
 
 def main() -> None:
@@ -125,20 +186,22 @@ def main() -> None:
     duration = describe_input()
     settings, output = build_settings(Controls("restore", disabled=running), duration)
     ready = settings is not None and duration is not None
-    st.button("Run", type="primary", on_click=start_run, disabled=running or not ready, key="restore.run")
+    c1, c2 = st.columns([1, 6])
+    c1.button("Run", type="primary", on_click=start_run, disabled=running or not ready, key="restore.run")
     if running:
+        c2.button("Cancel", on_click=cancel_run, key="restore.cancel", help="Stop this run; nothing of it is kept")
         try:
             if ready:
                 run(settings, output)
         finally:
-            # Also when the run is interrupted (page change, stop): the controls must come back.
+            # Also when the run is interrupted (Cancel, page change): the controls must come back.
             st.session_state[RUNNING] = False
         st.rerun()
+    if st.session_state.get(NOTICE):
+        st.info(st.session_state[NOTICE])
     if st.session_state.get("restore.error"):
         st.error(st.session_state["restore.error"])
-    result = st.session_state.get("restore.result")
-    if result:
-        show_result(result, "restore")
+    show_runs(settings, output)
 
 
 main()

@@ -52,35 +52,48 @@ def _band(env: Envelope, name: str, colour: str) -> go.Scatter:
                       line=dict(width=0.5, color=colour), hoverinfo="skip")
 
 
+def _freq_label(f: int) -> str:
+    return f"{f // 1000}k" if f >= 1000 else str(f)
+
+
 def waveform_figure(before: Envelope, after: Envelope) -> go.Figure:
     fig = go.Figure([_band(before, "Original", BEFORE_COLOUR), _band(after, "Restored", AFTER_COLOUR)])
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Waveform",
-                      xaxis_title="time (s)", yaxis=dict(range=[-1.05, 1.05], title="amplitude"),
-                      legend=dict(orientation="h", y=1.12, x=0.2, xanchor="left"))
+    fig.update_layout(height=280, margin=dict(l=70, r=20, t=40, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, xanchor="left"))
+    fig.update_xaxes(title_text="time (s)", automargin=True)
+    fig.update_yaxes(range=[-1.05, 1.05], title_text="amplitude", automargin=True)
     return fig
 
 
 def spectrogram_figure(before: Spectrogram, after: Spectrogram) -> go.Figure:
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    """Original above restored on one colour scale; axes and labels kept inside the figure."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=("Original", "Restored"))
     top = max(float(before.db.max(initial=-120)), float(after.db.max(initial=-120)))
+    nyquist = max(float(before.freqs.max(initial=1)), float(after.freqs.max(initial=1)))
+    ticks = [f for f in FREQ_TICKS if f <= nyquist]
     for row, spec in ((1, before), (2, after)):
         fig.add_trace(go.Heatmap(x=spec.times, y=spec.freqs, z=spec.db, zmin=top - 90, zmax=top,
-                                 colorscale="Magma", colorbar=dict(title="dB", len=0.9),
-                                 showscale=row == 1, hovertemplate="%{x:.1f} s · %{y:.0f} Hz · %{z:.0f} dB"),
+                                 colorscale="Magma", showscale=row == 1,
+                                 colorbar=dict(title=dict(text="dB", side="top"), len=1.0, y=0.5, yanchor="middle",
+                                               thickness=14, x=1.01, xpad=6),
+                                 hovertemplate="%{x:.1f} s · %{y:.0f} Hz · %{z:.0f} dB<extra></extra>"),
                       row=row, col=1)
-        fig.update_yaxes(type="log", title_text="Hz", tickvals=FREQ_TICKS,
-                         ticktext=[f"{f // 1000}k" if f >= 1000 else str(f) for f in FREQ_TICKS], row=row, col=1)
-    fig.update_xaxes(title_text="time (s)", row=2, col=1)
-    fig.update_layout(height=480, margin=dict(l=10, r=10, t=40, b=10), title="Spectrogram")
+        fig.update_yaxes(type="log", title_text="frequency (Hz)", tickvals=ticks,
+                         ticktext=[_freq_label(f) for f in ticks], automargin=True, row=row, col=1)
+    fig.update_xaxes(showticklabels=True, automargin=True, row=1, col=1)
+    fig.update_xaxes(title_text="time (s)", automargin=True, row=2, col=1)
+    fig.update_layout(height=560, margin=dict(l=80, r=30, t=40, b=60), font=dict(size=12),
+                      paper_bgcolor="white", plot_bgcolor="white")
     return fig
 
 
 def stems_figure(envelopes: dict[str, Envelope]) -> go.Figure:
-    fig = make_subplots(rows=len(envelopes), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+    fig = make_subplots(rows=len(envelopes), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=list(envelopes))
     for row, (name, env) in enumerate(envelopes.items(), start=1):
         fig.add_trace(_band(env, name, AFTER_COLOUR), row=row, col=1)
         fig.update_yaxes(range=[-1.05, 1.05], showticklabels=False, row=row, col=1)
-    fig.update_layout(height=110 * len(envelopes) + 40, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_xaxes(title_text="time (s)", automargin=True, row=len(envelopes), col=1)
+    fig.update_layout(height=120 * len(envelopes) + 80, margin=dict(l=30, r=20, t=40, b=50), showlegend=False)
     return fig

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from resonate.audio.io import probe, sanitize_filename
-from resonate.ui import abplayer
+from resonate.ui import abplayer, history, numbers
 from resonate.ui.plots import (
     file_envelope,
     file_spectrogram,
@@ -23,27 +23,31 @@ from resonate.ui.runner import format_seconds, notice
 AB_HEIGHT_PX = 110
 MIME = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".zip": "application/zip"}
 LOUDNESS_ROWS = (
-    ("integrated_lufs", "Integrated loudness (LUFS)"),
-    ("loudness_range_lu", "Loudness range (LU)"),
-    ("true_peak_dbtp", "True peak (dBTP)"),
-    ("sample_peak_dbfs", "Sample peak (dBFS)"),
-    ("clipped_samples", "Clipped samples"),
+    ("integrated_lufs", "Integrated loudness (LUFS)", numbers.level),
+    ("loudness_range_lu", "Loudness range (LU)", numbers.level),
+    ("true_peak_dbtp", "True peak (dBTP)", numbers.level),
+    ("sample_peak_dbfs", "Sample peak (dBFS)", numbers.level),
+    ("clipped_samples", "Clipped samples", numbers.count),
 )
 
 
 def loudness_table(report: dict[str, Any]) -> pd.DataFrame:
     before, after = report["input_loudness"], report["output_loudness"]
     return pd.DataFrame(
-        {"Original": [before.get(k) for k, _ in LOUDNESS_ROWS], "Restored": [after.get(k) for k, _ in LOUDNESS_ROWS]},
-        index=[label for _, label in LOUDNESS_ROWS],
+        {"Original": [fmt(before.get(k)) for k, _, fmt in LOUDNESS_ROWS],
+         "Restored": [fmt(after.get(k)) for k, _, fmt in LOUDNESS_ROWS]},
+        index=[label for _, label, _ in LOUDNESS_ROWS],
     )
 
 
 def stage_table(report: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for s in report["stages"]:
-        rows.append({"stage": s["name"], "seconds": s["seconds"], "real-time factor": s["rtf"],
-                     "status": f"skipped: {s.get('reason', '')}" if s["skipped"] else "ran"})
+        skipped = s["skipped"]
+        rows.append({"Stage": s["name"].capitalize(),
+                     "Status": f"skipped: {s.get('reason', '')}" if skipped else "ran",
+                     "Time": numbers.DASH if skipped else numbers.seconds(s["seconds"]),
+                     "Real-time factor": numbers.DASH if skipped else numbers.ratio(s["rtf"])})
     return pd.DataFrame(rows)
 
 
@@ -73,8 +77,9 @@ def ab_player(original: Path, restored: Path, key: str) -> None:
         c1, c2 = st.columns(2)
         length = abplayer.MIN_EXCERPT_S
         if duration > abplayer.MIN_EXCERPT_S + 5:
-            length = c1.slider("Excerpt length (s)", abplayer.MIN_EXCERPT_S, float(min(abplayer.MAX_EXCERPT_S, duration)),
-                               value=abplayer.MIN_EXCERPT_S, step=5.0, key=f"{key}.ab_length")
+            length = c1.slider("Excerpt length", abplayer.MIN_EXCERPT_S, float(min(abplayer.MAX_EXCERPT_S, duration)),
+                               value=abplayer.MIN_EXCERPT_S, step=5.0, format="%.0f s",
+                               key=f"{key}.ab_length")
         # Every slider number is a float: Streamlit refuses an int value between float bounds.
         latest = float(max(0.0, duration - length))
         start = 0.0
@@ -82,8 +87,8 @@ def ab_player(original: Path, restored: Path, key: str) -> None:
             start_key = f"{key}.ab_start"
             if st.session_state.get(start_key, 0.0) > latest:
                 st.session_state[start_key] = latest      # a longer excerpt moved the end of the range
-            start = c2.slider("Excerpt start (s)", 0.0, latest, value=float(round(latest / 2)), step=1.0,
-                              key=start_key)
+            start = c2.slider("Excerpt start", 0.0, latest, value=float(round(latest / 2)), step=1.0,
+                              format="%.0f s", key=start_key)
     else:
         start, length = 0.0, duration
     start, length = abplayer.excerpt_bounds(duration, start, length)
@@ -110,12 +115,16 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
         st.warning(notice(msg))
 
     st.subheader("Result")
+    if result.get("settings"):
+        st.caption(f"{result['input_name']} · {history.preset_label(result['settings']['preset'])} preset"
+                   + (f" · bypassed: {', '.join(result['settings']['skip'])}" if result["settings"].get("skip") else "")
+                   + f" · {result.get('format_label', '')}")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Length", format_seconds(report["seconds"]))
-    m2.metric("Processing time", f"{report['elapsed_seconds']:.1f} s")
-    m3.metric("Real-time factor", f"{report['rtf']:.2f}" if report.get("rtf") is not None else "–")
-    out = report["output_loudness"]
-    m4.metric("Loudness", f"{out['integrated_lufs']} LUFS" if out.get("integrated_lufs") is not None else "–")
+    m2.metric("Processing time", numbers.seconds(report["elapsed_seconds"]))
+    m3.metric("Real-time factor", numbers.ratio(report.get("rtf")),
+              help="Processing time divided by the recording's length: below 1 is faster than real time")
+    m4.metric("Loudness", numbers.with_unit(report["output_loudness"].get("integrated_lufs"), "LUFS"))
 
     st.markdown("**A/B: original vs restored, at matched loudness**")
     ab_player(original, restored, key)
@@ -129,6 +138,8 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
                         theme=None)
     with tabs[2]:
         st.table(loudness_table(report))
+        st.caption("Clipped samples: samples at or beyond full scale. True peak: the peak between samples "
+                   "(4x oversampled), what a converter will really see.")
     with tabs[3]:
         stems = [Path(p) for p in result.get("stems", []) if Path(p).exists()]
         if stems:
@@ -137,7 +148,10 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
         else:
             st.caption("No stems: the separate stage did not run for this job.")
     with tabs[4]:
-        st.dataframe(stage_table(report), hide_index=True, width="stretch")
+        st.table(stage_table(report).set_index("Stage"))
+        if result.get("settings"):
+            with st.expander("Settings of this run"):
+                st.json(result["settings"], expanded=2)
 
     name = result["input_name"]
     c1, c2 = st.columns(2)

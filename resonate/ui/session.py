@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -63,11 +64,29 @@ def _new_session(root: Path) -> Path:
     return folder
 
 
+SESSION_PARAM = "session"            # the URL's ?session=... : a reload finds its folder again
+SESSION_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _from_url(root: Path) -> Path | None:
+    """The session folder named in the URL, if it is a Resonate session that still exists."""
+    name = st.query_params.get(SESSION_PARAM)
+    if not isinstance(name, str) or not SESSION_ID.match(name):
+        return None
+    folder = root / name
+    return folder if _is_session(folder) else None
+
+
 def session_dir() -> Path:
-    """This browser session's folder (created on first use), marked as Resonate's and as in use."""
+    """This browser session's folder, marked as Resonate's and as in use.
+
+    Its name is kept in the page's URL, so that reloading the page (a new Streamlit session)
+    finds the same folder, and with it the runs made so far.
+    """
     if "session_dir" not in st.session_state:
-        folder = _new_session(sessions_root())
-        _prune_old_sessions(folder.parent, folder)
+        root = sessions_root()
+        folder = _from_url(root) or _new_session(root)
+        _prune_old_sessions(root, folder)
         st.session_state["session_dir"] = str(folder)
     folder = Path(st.session_state["session_dir"])
     if not _is_session(folder):
@@ -76,6 +95,8 @@ def session_dir() -> Path:
         (folder / SESSION_MARKER).write_text("A Resonate app session: deleted when unused for a day.\n")
     else:
         os.utime(folder / SESSION_MARKER)
+    if st.query_params.get(SESSION_PARAM) != folder.name:
+        st.query_params[SESSION_PARAM] = folder.name
     return folder
 
 
@@ -263,7 +284,8 @@ def optional_path(text: str) -> Path | None:
 
 # Controls whose values should survive a visit to another page. Streamlit forgets the state of
 # widgets that were not drawn in a run; re-assigning the value makes it plain session state.
-KEPT_PREFIXES = ("restore.cfg.", "restore.preset", "batch.cfg.", "batch.preset", "restore.local_path")
+KEPT_PREFIXES = ("restore.cfg.", "restore.preset", "batch.cfg.", "batch.preset", "restore.local_path",
+                 "restore.result")
 
 
 def keep_widget_state() -> None:
