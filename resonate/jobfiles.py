@@ -2,23 +2,26 @@
 cleaning up after jobs that were killed.
 
 While a job runs it keeps two kinds of temporary folders, each named with the PID of the process
-that made it:
+that made it and a tag of the machine it runs on:
 
-* ``resonate-spool-<pid>-XXXXXXXX`` in the work folder ($TMPDIR unless told otherwise): the
-  pass-1 spool (about 350 MB per hour of stereo);
-* ``.resonate-part-<pid>-XXXXXXXX`` beside an output: the output being written, renamed into
-  place only when complete.
+* ``resonate-spool-<pid>-<host>-XXXXXXXX`` in the work folder ($TMPDIR unless told otherwise):
+  the pass-1 spool (about 350 MB per hour of stereo);
+* ``.resonate-part-<pid>-<host>-XXXXXXXX`` beside an output: the output being written, renamed
+  into place only when complete.
 
 A job that ends, fails or is interrupted (Ctrl-C, SIGTERM) removes them itself. One killed
 outright (SIGKILL, power loss) cannot, so every job first removes the ones it finds whose process
-no longer exists: only folders with exactly these names, owned by this user, of dead PIDs.
+no longer exists: only folders with exactly these names, owned by this user, made on this machine
+(a PID means nothing on another one sharing the folder, or in another container), of dead PIDs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,8 +31,8 @@ from resonate.errors import ResonateError
 
 SPOOL_PREFIX = "resonate-spool-"
 PARTIAL_PREFIX = ".resonate-part-"
-# tempfile's random part: 8 characters of [a-z0-9_].
-_LEFTOVER = re.compile(rf"^(?:{re.escape(SPOOL_PREFIX)}|{re.escape(PARTIAL_PREFIX)})(\d+)-[a-z0-9_]{{8}}$")
+# PID, machine tag, then tempfile's random part: 8 characters of [a-z0-9_].
+_LEFTOVER = re.compile(rf"^(?:{re.escape(SPOOL_PREFIX)}|{re.escape(PARTIAL_PREFIX)})(\d+)-([0-9a-f]{{8}})-[a-z0-9_]{{8}}$")
 # Room left over on top of the estimate (file headers, file system blocks, an estimate a bit short).
 SPACE_MARGIN_BYTES = 1 << 20
 
@@ -119,6 +122,15 @@ def new_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def host_tag() -> str:
+    """8 hex digits naming this machine (its host name; containers have their own)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owned_prefix(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}-{host_tag()}-"
+
+
 @contextmanager
 def staged_output(dst: str | os.PathLike) -> Iterator[Path]:
     """A path to write ``dst``'s content to, in a folder of our own beside ``dst``.
@@ -128,7 +140,7 @@ def staged_output(dst: str | os.PathLike) -> Iterator[Path]:
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-", dir=dst.parent))
+    folder = Path(tempfile.mkdtemp(prefix=_owned_prefix(PARTIAL_PREFIX), dir=dst.parent))
     try:
         staged = folder / dst.name
         yield staged
@@ -140,7 +152,7 @@ def staged_output(dst: str | os.PathLike) -> Iterator[Path]:
 
 def spool_folder(work_dir: str | os.PathLike | None = None) -> tempfile.TemporaryDirectory:
     """A temporary folder for the pass-1 spool, named so a later job can tell whether its owner lives."""
-    return tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=work_dir)
+    return tempfile.TemporaryDirectory(prefix=_owned_prefix(SPOOL_PREFIX), dir=work_dir)
 
 
 def _process_exists(pid: int) -> bool:
@@ -161,6 +173,7 @@ def remove_leftovers(folders: Iterable[str | os.PathLike | None]) -> list[Path]:
     """Remove the temporary folders of killed jobs found in ``folders``; returns what was removed."""
     removed: list[Path] = []
     seen: set[str] = set()
+    here = host_tag()
     for folder in folders:
         if folder is None:
             continue
@@ -174,7 +187,7 @@ def remove_leftovers(folders: Iterable[str | os.PathLike | None]) -> list[Path]:
             continue
         for entry in entries:
             match = _LEFTOVER.match(entry.name)
-            if match is None:
+            if match is None or match.group(2) != here:
                 continue
             try:
                 if not entry.is_dir(follow_symlinks=False):

@@ -140,10 +140,15 @@ def test_leftovers_of_a_killed_job_are_removed_by_the_next_one(tmp_path, job_tmp
     partials = [p.name for p in out.iterdir()]
     assert [s.startswith(f"resonate-spool-{pid}-") for s in spools] == [True]
     assert [s.startswith(f".resonate-part-{pid}-") for s in partials] == [True]
-    # Beside them: a job still running (this test's own PID) and names Resonate did not make.
-    (job_tmp / f"resonate-spool-{os.getpid()}-abcdefgh").mkdir()
-    (job_tmp / f"resonate-spool-{pid}-notours").mkdir()
-    (job_tmp / f"resonate-spool-{pid}-abcdefgh").write_text("a file, not a folder of ours")
+    # Beside them: a job still running (this test's own PID), one of another machine sharing the
+    # folder (its PIDs mean nothing here), and names Resonate did not make.
+    here = spools[0].split("-")[3]
+    elsewhere = "0123abcd" if here != "0123abcd" else "4567abcd"
+    planted = [f"resonate-spool-{os.getpid()}-{here}-abcdefgh", f"resonate-spool-{pid}-{elsewhere}-abcdefgh",
+               f"resonate-spool-{pid}-notours"]
+    for name in planted:
+        (job_tmp / name).mkdir()
+    (job_tmp / f"resonate-spool-{pid}-{here}-abcdefgi").write_text("a file, not a folder of ours")
     (out / "resonate-notes").mkdir()
 
     src = _wav(tmp_path / "b.wav")
@@ -151,8 +156,7 @@ def test_leftovers_of_a_killed_job_are_removed_by_the_next_one(tmp_path, job_tmp
     assert rerun.returncode == 0, rerun.stderr
     lines = [ln for ln in rerun.stderr.splitlines() if "killed Resonate jobs" in ln]
     assert len(lines) == 1 and spools[0] in lines[0] and partials[0] in lines[0], rerun.stderr
-    assert sorted(p.name for p in job_tmp.iterdir()) == sorted(
-        [f"resonate-spool-{os.getpid()}-abcdefgh", f"resonate-spool-{pid}-notours", f"resonate-spool-{pid}-abcdefgh"])
+    assert sorted(p.name for p in job_tmp.iterdir()) == sorted([*planted, f"resonate-spool-{pid}-{here}-abcdefgi"])
     assert sorted(p.name for p in out.iterdir()) == ["b.wav", "resonate-notes"]
 
 
