@@ -119,10 +119,10 @@ def _bad_inputs(tmp_path):
     return {
         "missing.wav": "not found",
         "empty.wav": "empty",
-        "corrupt.wav": "not a valid",
+        "corrupt.wav": "not an audio file we can read",
         "zero.wav": "zero length",
         "six.wav": "6 channels",
-        "notes.txt": "not a valid",
+        "notes.txt": "not an audio file we can read",
     }
 
 
