@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,11 @@ def test_two_minute_upload_shows_results_and_the_excerpt_sliders_work(app_env):
     start = widget(at, "slider", "restore.ab_start")
     assert (start.max, start.value) == (60.0, 60.0)
     assert any('id="ab-player"' in html for html in iframes(at))
+    # Numbers for people: one decimal for levels, whole clipped-sample counts, no "None".
+    table = at.table[0].value
+    assert all(re.fullmatch(r"-?\d+\.\d|[\d,]+|-∞|–", v) for v in table.to_numpy().ravel()), table
+    assert table.loc["Clipped samples", "Restored"] == "0"
+    assert [m.value for m in at.metric][3] == "-14.0 LUFS"
 
 
 def test_upload_just_over_the_excerpt_length_shows_results(app_env):
@@ -266,6 +272,63 @@ def test_session_cleanup_deletes_only_old_unused_sessions_of_its_own(app_env, tm
     assert (foreign / "keep.wav").read_bytes() == b"RIFF"      # never Resonate's: left alone
     assert busy.is_dir() and (busy / "jobs").is_dir()
     assert not gone.exists()
+
+
+def test_results_survive_a_reload_with_history_and_an_out_of_date_notice(app_env):
+    at = run_upload(started())
+    first = shown(at)
+    session = Path(at.session_state["session_dir"])
+    assert at.query_params["session"] == [session.name] or at.query_params["session"] == session.name
+    assert not [w for w in at.warning if "Out of date" in w.value]
+
+    # A reload is a new Streamlit session with the same URL: the runs are found again.
+    again = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    again.query_params["session"] = session.name
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    assert Path(again.session_state["session_dir"]) == session and shown(again)["output"] == first["output"]
+    assert [d.label for d in again.get("download_button")] == ["Download master (WAV 24-bit)"]
+    assert len(again.get("plotly_chart")) == 2
+    assert "take.wav" in again.markdown[0].value                   # the chosen recording too
+
+    widget(again, "slider", "restore.cfg.loudness.target_lufs").set_value(-18.0).run()
+    assert [w for w in again.warning if "Out of date" in w.value]
+    widget(again, "button", "restore.run").click().run()
+    assert not [w for w in again.warning if "Out of date" in w.value]
+    runs = widget(again, "selectbox", "restore.result")
+    assert len(runs.options) == 2 and shown(again)["report"]["output_loudness"]["integrated_lufs"] == \
+        pytest.approx(-18.0, abs=0.5)
+    runs.set_value(first["job_dir"]).run()                          # back to the first run: its results
+    assert shown(again)["output"] == first["output"]
+    assert [w for w in again.warning if "Out of date" in w.value]   # made with other settings
+
+
+def test_an_interrupted_run_leaves_nothing_behind(app_env, monkeypatch):
+    # Cancel (or leaving the page) interrupts the script at its next UI update with Streamlit's
+    # StopException/RerunException; here the progress callback raises it halfway through restore.
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from resonate.ui import runner
+
+    update = runner.ProgressModel.update
+
+    def interrupted(self, stage, fraction):
+        if stage == "restore" and fraction > 0.3:
+            raise StopException()
+        update(self, stage, fraction)
+
+    at = started()
+    at.file_uploader[0].set_value(("take.wav", wav_bytes(20.0, 4), "audio/wav")).run()
+    widget(at, "toggle", "restore.cfg.separate.bypass").set_value(True).run()
+    monkeypatch.setattr(runner.ProgressModel, "update", interrupted)
+    widget(at, "button", "restore.run").click().run()
+    assert [b.label for b in at.button if b.key == "restore.cancel"] == ["Cancel"]     # offered while it ran
+    monkeypatch.undo()
+    session = Path(at.session_state["session_dir"])
+    assert not list((session / "jobs").iterdir())                  # no job folder, no .part, no spool
+    assert not [p for p in session.rglob("*") if p.name.endswith(".part") or p.name.startswith("resonate-")]
+    at.run()
+    assert not widget(at, "button", "restore.run").disabled and not at.get("download_button")
 
 
 def test_batch_processes_two_files(app_env):
