@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -33,6 +34,9 @@ UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 RUNNING = "restore.running"
 SHOWN = "restore.result"            # the job folder of the run shown below the controls
 NOTICE = "restore.notice"
+JOB = "restore.job"                 # the job folder of the run in progress
+STOPPING = "restore.stopping"       # the job folder of a cancelled run, until it is gone
+CANCEL_WAIT_S = 30.0
 INPUT_FILE = "restore-input.json"   # the chosen recording, in the session folder: survives a reload
 
 
@@ -71,15 +75,35 @@ def use_local_path() -> None:
 
 
 def start_run() -> None:
+    if st.session_state.get("restore.cancel"):
+        # Streamlit hands the interrupted run's Run click to the next run together with the
+        # Cancel click that interrupted it: Cancel wins.
+        return
     st.session_state[RUNNING] = True
     st.session_state.pop("restore.error", None)
     st.session_state.pop(NOTICE, None)
 
 
 def cancel_run() -> None:
-    # The click itself stops the job: Streamlit interrupts the running script at its next UI
-    # update, and run() below removes everything the job had written. This says so afterwards.
+    # The click itself stops the job: Streamlit stops the running script at its next UI update
+    # (and starts this run at once, beside it); run() removes everything the job had written.
+    st.session_state[RUNNING] = False
+    st.session_state[STOPPING] = st.session_state.get(JOB)
     st.session_state[NOTICE] = "Cancelled. Nothing of that run was kept."
+
+
+def wait_for_the_cancelled_job() -> None:
+    """The stopped run cleans up in its own thread: say "nothing was kept" once that is true."""
+    job = st.session_state.pop(STOPPING, None)
+    if not job:
+        return
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    with st.spinner("Stopping the run…"):
+        while Path(job).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if Path(job).exists():
+        st.session_state[NOTICE] = ("Cancelled. The step that was running is still finishing; its files are "
+                                    "removed as soon as it stops.")
 
 
 def choose_input(disabled: bool) -> None:
@@ -123,6 +147,7 @@ def run(settings, output) -> None:
     prefs = load_prefs()
     src = Path(current["path"])
     job = new_job_dir("restore")
+    st.session_state[JOB] = str(job)
     finished = False
     try:
         dst = job / download_name(current["name"], output_suffix(output.format))
@@ -156,6 +181,7 @@ def run(settings, output) -> None:
         # An error, Cancel, leaving the page or a closed tab: nothing half-made stays behind.
         if not finished:
             shutil.rmtree(job, ignore_errors=True)
+        st.session_state.pop(JOB, None)
 
 
 def show_runs(settings, output) -> None:
@@ -197,6 +223,7 @@ def main() -> None:
             # Also when the run is interrupted (Cancel, page change): the controls must come back.
             st.session_state[RUNNING] = False
         st.rerun()
+    wait_for_the_cancelled_job()
     if st.session_state.get(NOTICE):
         st.info(st.session_state[NOTICE])
     if st.session_state.get("restore.error"):

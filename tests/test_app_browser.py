@@ -131,7 +131,13 @@ def exceptions(driver) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
 
 
-def test_two_minute_upload_restores_with_results_in_chromium(served_app, browser, tmp_path):
+def session_folder(driver, sessions: Path) -> Path:
+    from urllib.parse import parse_qs, urlparse
+
+    return sessions / parse_qs(urlparse(driver.current_url).query)["session"][0]
+
+
+def test_two_minute_upload_cancel_run_results_and_reload_in_chromium(served_app, browser, tmp_path):
     import soundfile as sf
     from conftest import tone_mix
 
@@ -140,18 +146,36 @@ def test_two_minute_upload_restores_with_results_in_chromium(served_app, browser
     browser.get(served_app)
     wait_for(browser, lambda d: buttons(d, "Try the demo"), "the Restore page")
     browser.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploader"] input[type="file"]').send_keys(str(wav))
-    wait_for(browser, lambda d: "two minutes.wav" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
-             and "2:00" in d.page_source, "the upload")
-    run = wait_for(browser, lambda d: [b for b in buttons(d, "Run") if b.is_enabled()], "the Run button")
-    run[0].click()
+    wait_for(browser, lambda d: "two minutes.wav · 2:00" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text,
+             "the upload")
+    jobs = session_folder(browser, tmp_path / "sessions") / "jobs"
+
+    # Cancel: the job stops and leaves nothing behind.
+    wait_for(browser, lambda d: [b for b in buttons(d, "Run") if b.is_enabled()], "the Run button")[0].click()
+    wait_for(browser, lambda d: buttons(d, "Cancel"), "the Cancel button")[0].click()
+    wait_for(browser, lambda d: "Cancelled. Nothing of that run was kept." in d.page_source, "the cancel notice")
+    wait_for(browser, lambda d: [b for b in buttons(d, "Run") if b.is_enabled()], "the controls after Cancel")
+    assert not exceptions(browser), exceptions(browser)
+    assert not list(jobs.iterdir()) and not list(jobs.parent.rglob("*.part")), list(jobs.rglob("*"))
+
+    # A whole run: results with the A/B player, plots and the download.
+    buttons(browser, "Run")[0].click()
     wait_for(browser, lambda d: exceptions(d) or d.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"]'),
              "the results", timeout=600)
     assert not exceptions(browser), exceptions(browser)
+    assert browser.find_elements(By.CSS_SELECTOR, 'iframe')
     artifacts = Path(os.environ.get("RESONATE_ARTIFACTS_DIR", ROOT / "artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    browser.set_window_size(1400, 3200)
-    browser.save_screenshot(str(artifacts / "restore_2min_waveform.png"))
+    browser.set_window_size(1400, 3400)
     tab = [t for t in browser.find_elements(By.CSS_SELECTOR, "[data-testid=stTab]") if t.text.strip() == "Spectrogram"]
     tab[0].click()
-    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, "the spectrogram")
-    browser.save_screenshot(str(artifacts / "restore_2min_spectrogram.png"))
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .xtick")) > 0
+             and d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .ytick"), "the spectrogram's axes")
+    assert browser.save_screenshot(str(artifacts / "restore_2min.png"))
+
+    # The results survive a reload of the page (a new Streamlit session).
+    browser.refresh()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"]'),
+             "the results after a reload")
+    assert "Download master (WAV 24-bit)" in browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert not exceptions(browser), exceptions(browser)
