@@ -25,7 +25,7 @@ TARGETS_LUFS = {"streaming": -14.0, "apple": -16.0, "broadcast": -23.0}
 MIN_MEASURABLE_LUFS = -70.0
 TOLERANCE_LU = 0.1        # the search stops this close to the target
 REACHED_LU = 0.5          # further than this from the target is reported as not reached
-MAX_PREDICTIONS = 8       # each reads the spooled stream once (only up to its last loud stretch)
+MAX_PREDICTIONS = 6       # each reads the spooled stream once (only up to its last loud stretch)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ class LoudnessStage(Stage):
         self._predictor = LimitedLoudness(self.ctx.sample_rate, self.ctx.channels, self.meter.hop,
                                           self.meter.hop_powers(), self.peaks.peaks(), cfg.true_peak_dbtp,
                                           cfg.lookahead_ms, cfg.release_ms)
-        self._predictor.scan(reread(), db_to_amplitude(cap))   # exact true peaks where they matter
+        if self._predictor.acts(db_to_amplitude(g0)):     # (a bound so far: no read when it says no)
+            self._predictor.scan(reread(), db_to_amplitude(cap))   # exact true peaks where they matter
         lufs, slope = self.predict_lufs(reread, g0)
         points = [(g0, lufs)]
         while abs(target - points[-1][1]) > TOLERANCE_LU and len(points) < MAX_PREDICTIONS:
