@@ -280,8 +280,8 @@ def process_file(
             spool = Path(tmp) / "pass1.f32"
             measure = two_pass[0].stage.measure
             t_measure = 0.0
-            spool_failure = _writing("temporary spool file", spool,
-                                     "; set TMPDIR to a folder with more room" if work_dir is None else "")
+            spool_failure = _WriteFailures("temporary spool file", spool,
+                                           "; set TMPDIR to a folder with more room" if work_dir is None else "")
             with spool_failure:
                 f = open(spool, "wb")  # noqa: SIM115 - closed by the with below
             with f:
@@ -304,7 +304,7 @@ def process_file(
 
         # The output is written beside its target in a folder named with this process's PID,
         # renamed into place when complete, with the user's usual file mode.
-        output_failure = _writing("output", dst)
+        output_failure = _WriteFailures("output", dst)
         with output_failure:
             staged = job_files.enter_context(jobfiles.staged_output(dst))
             writer = job_files.enter_context(
@@ -364,7 +364,7 @@ def process_file(
     }
 
 
-class _writing:
+class _WriteFailures:
     """Failures writing ``path`` (disk full, read-only folder, no permission) become one clear error.
 
     Reusable; use it in the thread that writes (see :func:`_write_failure`).
