@@ -357,6 +357,38 @@ def test_choosing_a_preset_sets_the_stage_controls(app_env):
     assert not at.exception
 
 
+def test_save_as_preset_writes_a_toml_that_the_app_and_the_engine_load_back(app_env, tmp_path):
+    from resonate.pipeline import ChainSettings, stage_configs
+
+    at = started()
+    widget(at, "slider", "restore.cfg.loudness.target_lufs").set_value(-20.0).run()
+    widget(at, "toggle", "restore.cfg.master.highpass_on").set_value(False).run()
+    widget(at, "toggle", "restore.cfg.separate.bypass").set_value(True).run()
+    widget(at, "text_input", "restore.save_name").set_value("Club nights").run()
+    widget(at, "button", "restore.save_preset").click().run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    path = tmp_path / "presets" / "club-nights.toml"
+    assert at.success and "club-nights" in at.success[0].value and path.is_file()
+    assert widget(at, "selectbox", "restore.preset").value == str(path)
+    assert widget(at, "slider", "restore.cfg.loudness.target_lufs").value == -20.0   # the controls stay
+
+    configs = stage_configs(ChainSettings(str(path)))           # what the CLI's --preset FILE.toml gets
+    assert configs["loudness"].target_lufs == -20.0 and not configs["master"].highpass_hz
+    assert configs["master"].bands and configs["master"].bands[0].freq_hz == 300.0
+
+    other = started()                                           # another session offers it too
+    picker = widget(other, "selectbox", "restore.preset")
+    assert str(path) in picker.options or "club-nights (yours)" in picker.options
+    picker.set_value(str(path)).run()
+    assert widget(other, "slider", "restore.cfg.loudness.target_lufs").value == -20.0
+    assert widget(other, "toggle", "restore.cfg.separate.bypass").value is True
+    assert widget(other, "toggle", "restore.cfg.master.highpass_on").value is False
+
+    widget(other, "text_input", "restore.save_name").set_value("concert").run()
+    widget(other, "button", "restore.save_preset").click().run()
+    assert "built-in" in other.error[0].value
+
+
 def test_models_load_once_and_failures_are_remembered(tmp_path, monkeypatch):
     from resonate.errors import StageUnavailable
     from resonate.separation.testing import make_tiny_htdemucs_repo

@@ -21,8 +21,9 @@ from resonate.audio.io import BIT_DEPTHS, MP3_BITRATES
 from resonate.config import config_to_dict
 from resonate.errors import ResonateError
 from resonate.pipeline import ChainSettings, OutputOptions, stage_configs
-from resonate.presets import load_preset, preset_names
+from resonate.presets import load_preset
 from resonate.stages import STAGE_ORDER, load_registry
+from resonate.ui import presets
 from resonate.ui.session import load_prefs
 
 MAX_EQ_BANDS = 4
@@ -96,10 +97,11 @@ class Controls:
     # -- preset
 
     def preset(self) -> str:
-        names = preset_names()
+        names = presets.choices()
         key = f"{self.scope}.preset"
-        preset = st.selectbox("Preset", names, key=key, disabled=self.disabled,
-                              format_func=lambda n: n.replace("_", " ").capitalize())
+        if st.session_state.get(key) is not None and st.session_state[key] not in names:
+            del st.session_state[key]           # a saved preset whose file was removed
+        preset = st.selectbox("Preset", names, key=key, disabled=self.disabled, format_func=presets.label)
         loaded_key = f"{self.scope}.preset_loaded"
         if st.session_state.get(loaded_key) != preset:
             # A new preset: every stage control starts again from its values (the output format stays).
@@ -226,7 +228,7 @@ class Controls:
     def _master_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
         key = self.key("master", "highpass_on")
         on = st.toggle("High-pass filter", key=key, disabled=self.disabled,
-                       **self._initial(key, config.highpass_hz is not None))
+                       **self._initial(key, bool(config.highpass_hz)))     # 0 Hz is no filter, as in the stage
         highpass = None
         if on:
             key = self.key("master", "highpass_hz")
@@ -274,6 +276,32 @@ class Controls:
         return OutputOptions(format=fmt, bit_depth=bit_depth, mp3_bitrate=bitrate, sample_rate=rate)
 
 
+def _save_preset(scope: str, settings: ChainSettings) -> None:
+    """Save-as-preset button: writes the settings that were on screen, then picks the new preset."""
+    name = st.session_state.get(f"{scope}.save_name", "")
+    try:
+        path = presets.save_preset(name, settings, st.session_state.get(f"{scope}.save_description", ""))
+    except (ResonateError, OSError) as exc:
+        st.session_state[f"{scope}.save_outcome"] = ("error", f"Not saved: {getattr(exc, 'strerror', None) or exc}")
+        return
+    st.session_state[f"{scope}.preset"] = str(path)
+    st.session_state[f"{scope}.preset_loaded"] = str(path)     # the controls keep their values
+    st.session_state[f"{scope}.save_outcome"] = ("success", f"Saved as preset “{path.stem}” ({path})")
+
+
+def save_preset_controls(controls: Controls, settings: ChainSettings) -> None:
+    scope = controls.scope
+    with st.popover("Save as preset", disabled=controls.disabled, icon=":material/bookmark_add:"):
+        st.text_input("Name", key=f"{scope}.save_name", placeholder="my-club-nights", max_chars=40)
+        st.text_input("Description (optional)", key=f"{scope}.save_description")
+        st.caption(f"Saved in {presets.user_presets_dir()}, beside your settings; the CLI takes it with "
+                   "--preset FILE.toml.")
+        st.button("Save preset", key=f"{scope}.save_preset", on_click=_save_preset, args=(scope, settings))
+    outcome = st.session_state.pop(f"{scope}.save_outcome", None)
+    if outcome:
+        (st.success if outcome[0] == "success" else st.error)(outcome[1])
+
+
 def build_settings(controls: Controls, duration_s: float | None) -> tuple[ChainSettings | None, OutputOptions]:
     """All of a page's processing controls; settings are None (with the reason shown) when invalid."""
     preset = controls.preset()
@@ -284,4 +312,5 @@ def build_settings(controls: Controls, duration_s: float | None) -> tuple[ChainS
     except ResonateError as exc:
         st.error(str(exc))
         return None, output
+    save_preset_controls(controls, settings)
     return settings, output
