@@ -1,28 +1,67 @@
-"""Batch: several recordings (uploads or a folder), one preset, a table of results and a zip."""
+"""Batch: several recordings (uploads or a folder), one preset, a table of results, each file's
+download, warnings and A/B, and a zip of everything."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from resonate.audio.io import READ_EXTENSIONS, output_suffix
+from resonate.ui import history, numbers
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.entry import require_entrypoint
-from resonate.ui.results import MIME, download_name
-from resonate.ui.runner import run_job
-from resonate.ui.session import load_prefs, new_job_dir, optional_path, session_dir, spool_upload, zip_files
+from resonate.ui.results import MIME, ab_player, download_name
+from resonate.ui.runner import format_seconds, notice, run_job
+from resonate.ui.session import (
+    copy_atomic,
+    load_prefs,
+    new_job_dir,
+    optional_path,
+    session_dir,
+    spool_upload,
+    zip_files,
+)
 
 require_entrypoint()
 
 RUNNING = "batch.running"
+SHOWN = "batch.result"              # the job folder of the batch shown below the controls
+NOTICE = "batch.notice"
+JOB = "batch.job"
+STOPPING = "batch.stopping"
+CANCEL_WAIT_S = 30.0
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 
 
 def start_run() -> None:
+    if st.session_state.get("batch.cancel"):
+        return                      # a Run click handed over with the Cancel that stopped it
     st.session_state[RUNNING] = True
+    st.session_state.pop(NOTICE, None)
+
+
+def cancel_run() -> None:
+    st.session_state[RUNNING] = False
+    st.session_state[STOPPING] = st.session_state.get(JOB)
+    st.session_state[NOTICE] = "Cancelled. Nothing of that batch was kept."
+
+
+def wait_for_the_cancelled_job() -> None:
+    job = st.session_state.pop(STOPPING, None)
+    if not job:
+        return
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    with st.spinner("Stopping the batch…"):
+        while Path(job).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if Path(job).exists():
+        st.session_state[NOTICE] = ("Cancelled. The step that was running is still finishing; its files are "
+                                    "removed as soon as it stops.")
 
 
 def chosen_files(disabled: bool) -> list[tuple[Path, str]]:
@@ -48,6 +87,7 @@ def chosen_files(disabled: bool) -> list[tuple[Path, str]]:
 
 
 def unique_name(name: str, suffix: str, taken: set[str]) -> str:
+    """``NAME_restored.wav``, then ``NAME_restored_2.wav`` for a second file of the same name (as the CLI)."""
     candidate, n = download_name(name, suffix), 2
     while candidate in taken:
         candidate, n = download_name(name, suffix, f"restored_{n}"), n + 1
@@ -55,38 +95,104 @@ def unique_name(name: str, suffix: str, taken: set[str]) -> str:
     return candidate
 
 
-def row(name: str, status: str, report: dict | None = None) -> dict:
-    before = (report or {}).get("input_loudness", {})
-    after = (report or {}).get("output_loudness", {})
-    return {"file": name, "status": status, "LUFS before": before.get("integrated_lufs"),
-            "LUFS after": after.get("integrated_lufs"), "true peak after (dBTP)": after.get("true_peak_dbtp"),
-            "length (s)": (report or {}).get("seconds"), "time (s)": (report or {}).get("elapsed_seconds")}
+def row(name: str, status: str, report: dict | None = None) -> dict[str, str]:
+    """One line of the table, every number formatted (a dash where there is none)."""
+    report = report or {}
+    before, after = report.get("input_loudness", {}), report.get("output_loudness", {})
+    return {"File": name, "Status": status,
+            "Loudness before": numbers.with_unit(before.get("integrated_lufs"), "LUFS"),
+            "Loudness after": numbers.with_unit(after.get("integrated_lufs"), "LUFS"),
+            "True peak after": numbers.with_unit(after.get("true_peak_dbtp"), "dBTP"),
+            "Length": format_seconds(report["seconds"]) if "seconds" in report else numbers.DASH,
+            "Time": numbers.seconds(report.get("elapsed_seconds"))}
+
+
+def draw_table(slot, rows: list[dict[str, str]]) -> None:
+    # st.table wraps long cells (a failure's reason) instead of cutting them off.
+    slot.table(pd.DataFrame(rows).set_index("File"))
 
 
 def run(files: list[tuple[Path, str]], settings, output) -> None:
     prefs = load_prefs()
     job = new_job_dir("batch")
-    rows = [row(name, "queued") for _, name in files]
-    table = st.empty()
-    overall = st.progress(0.0, text=f"0 of {len(files)} files")
-    table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    outputs, reports, taken = [], [], set()
-    for i, (src, name) in enumerate(files):
-        rows[i] = row(name, "running")
-        table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        dst = job / unique_name(name, output_suffix(output.format), taken)
-        report, error = run_job(src, dst, settings, output, prefs)
-        if report is None:
-            rows[i] = row(name, f"failed: {error}")
-        else:
-            rows[i] = row(name, "done" + (" (with warnings)" if report["warnings"] else ""), report)
-            outputs.append(dst)
-            reports.append(report)
-        table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        overall.progress((i + 1) / len(files), text=f"{i + 1} of {len(files)} files")
-    (job / "reports.json").write_text(json.dumps(reports, indent=2))
-    archive = zip_files([*outputs, job / "reports.json"], job / "resonate-batch.zip") if outputs else None
-    st.session_state["batch.result"] = {"rows": rows, "zip": str(archive) if archive else None}
+    st.session_state[JOB] = str(job)
+    finished = False
+    try:
+        out_dir = optional_path(prefs.output_dir)
+        rows = [row(name, "queued") for _, name in files]
+        table = st.empty()
+        overall = st.progress(0.0, text=f"0 of {len(files)} files")
+        draw_table(table, rows)
+        results, outputs, reports, taken = [], [], [], set()
+        for i, (src, name) in enumerate(files):
+            rows[i] = row(name, "running")
+            draw_table(table, rows)
+            dst = job / unique_name(name, output_suffix(output.format), taken)
+            warnings: list[str] = []
+            report, error = run_job(src, dst, settings, output, prefs, on_warning=warnings.append)
+            if report is None:
+                rows[i] = row(name, f"failed: {error}")
+                results.append({"name": name, "input": str(src), "error": error})
+            else:
+                if out_dir is not None:
+                    try:
+                        copy_atomic(dst, out_dir)
+                    except OSError as exc:
+                        warnings.append(f"not copied to the default output folder {out_dir}: {exc.strerror or exc}")
+                count = len(warnings)
+                rows[i] = row(name, "done" + (f", {count} warning{'s' if count > 1 else ''}" if count else ""), report)
+                results.append({"name": name, "input": str(src), "output": str(dst), "warnings": warnings,
+                                "report": report})
+                outputs.append(dst)
+                reports.append(report)
+            draw_table(table, rows)
+            overall.progress((i + 1) / len(files), text=f"{i + 1} of {len(files)} files")
+        (job / "reports.json").write_text(json.dumps(reports, indent=2))
+        archive = zip_files([*outputs, job / "reports.json"], job / "resonate-batch.zip") if outputs else None
+        history.write_run(job, {"rows": rows, "files": results, "zip": str(archive) if archive else None,
+                                "output": str(archive) if archive else "",
+                                "settings": history.settings_record(settings, output)})
+        st.session_state[SHOWN] = str(job)
+        finished = True
+    finally:
+        if not finished:
+            shutil.rmtree(job, ignore_errors=True)
+        st.session_state.pop(JOB, None)
+
+
+def _reader(path: Path):
+    return lambda: path.read_bytes()
+
+
+def show_batch(record: dict) -> None:
+    st.subheader("Results")
+    draw_table(st, record["rows"])
+    if record.get("zip") and Path(record["zip"]).exists():
+        path = Path(record["zip"])
+        st.download_button("Download all (zip)", _reader(path), file_name=path.name, mime=MIME[".zip"],
+                           on_click="ignore", type="primary", key="batch.dl_zip",
+                           help="Every master and a JSON report of the batch")
+    done = [f for f in record["files"] if f.get("output") and Path(f["output"]).exists()]
+    for f in record["files"]:
+        if f.get("error"):
+            st.error(f"{f['name']}: {f['error']}")
+    if not done:
+        return
+    st.markdown("**Each file**")
+    for i, f in enumerate(done):
+        out = Path(f["output"])
+        c1, c2 = st.columns([3, 2], vertical_alignment="center")
+        c1.markdown(f"{f['name']} → `{out.name}` · "
+                    f"{numbers.with_unit(f['report']['output_loudness'].get('integrated_lufs'), 'LUFS')}")
+        c2.download_button("Download", _reader(out), file_name=out.name, mime=MIME.get(out.suffix),
+                           on_click="ignore", key=f"batch.dl.{i}", icon=":material/download:")
+        for msg in f.get("warnings", []):
+            st.warning(f"{f['name']}: {notice(msg)}")
+    names = {str(i): f["name"] for i, f in enumerate(done)}
+    pick = st.selectbox("Listen: A/B of original and restored, at matched loudness", list(names),
+                        format_func=names.get, key="batch.ab_file")
+    chosen = done[int(pick)]
+    ab_player(Path(chosen["input"]), Path(chosen["output"]), "batch")
 
 
 def main() -> None:
@@ -95,23 +201,25 @@ def main() -> None:
     files = chosen_files(running)
     st.caption(f"{len(files)} file{'s' if len(files) != 1 else ''} chosen")
     settings, output = build_settings(Controls("batch", disabled=running), None)
-    st.button("Run batch", type="primary", on_click=start_run, key="batch.run",
+    c1, c2 = st.columns([1, 6])
+    c1.button("Run batch", type="primary", on_click=start_run, key="batch.run",
               disabled=running or settings is None or not files)
     if running:
+        c2.button("Cancel", on_click=cancel_run, key="batch.cancel", help="Stop the batch; nothing of it is kept")
         try:
             if settings is not None and files:
                 run(files, settings, output)
         finally:
             st.session_state[RUNNING] = False
         st.rerun()
-    result = st.session_state.get("batch.result")
-    if result:
-        st.subheader("Results")
-        st.dataframe(pd.DataFrame(result["rows"]), hide_index=True, width="stretch")
-        if result["zip"] and Path(result["zip"]).exists():
-            path = Path(result["zip"])
-            st.download_button("Download all (zip)", lambda: path.read_bytes(), file_name=path.name,
-                               mime=MIME[".zip"], on_click="ignore", type="primary", key="batch.dl_zip")
+    wait_for_the_cancelled_job()
+    if st.session_state.get(NOTICE):
+        st.info(st.session_state[NOTICE])
+    batches = {r["job_dir"]: r for r in history.runs(session_dir(), "batch")}
+    shown = st.session_state.get(SHOWN)
+    if batches:
+        record = batches.get(shown) or next(iter(batches.values()))      # after a reload: the latest batch
+        show_batch(record)
 
 
 main()

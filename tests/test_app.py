@@ -331,20 +331,37 @@ def test_an_interrupted_run_leaves_nothing_behind(app_env, monkeypatch):
     assert not widget(at, "button", "restore.run").disabled and not at.get("download_button")
 
 
-def test_batch_processes_two_files(app_env):
+def test_batch_processes_two_files_with_per_file_downloads_warnings_and_ab(app_env, tmp_path):
+    import soundfile
+
+    folder = tmp_path / "gig"
+    folder.mkdir()
+    damaged = tone_mix(2.0, seed=3).T * 0.5
+    damaged[1000] = np.nan                                  # the engine replaces it and warns
+    soundfile.write(str(folder / "one.wav"), damaged, 44100, subtype="FLOAT")
     at = started("pages/batch.py")
     at.file_uploader[0].set_value([("one.wav", wav_bytes(3.0, 1), "audio/wav"),
                                    ("two.wav", wav_bytes(3.0, 2), "audio/wav")]).run()
+    widget(at, "text_input", "batch.folder").set_value(str(folder)).run()
     widget(at, "toggle", "batch.cfg.separate.bypass").set_value(True).run()
     widget(at, "button", "batch.run").click().run()
     assert not at.exception, [e.value for e in at.exception]
 
-    rows = at.session_state["batch.result"]["rows"]
-    assert [r["file"] for r in rows] == ["one.wav", "two.wav"]
-    assert all(r["status"].startswith("done") for r in rows)
-    assert all(r["LUFS after"] == pytest.approx(-14.0, abs=0.5) for r in rows)
-    assert [d.label for d in at.get("download_button")] == ["Download all (zip)"]
-    assert np.isfinite(at.dataframe[0].value["time (s)"]).all()
+    record = read_run(at.session_state["batch.result"])
+    assert [f["name"] for f in record["files"]] == ["one.wav", "two.wav", "one.wav"]
+    assert [Path(f["output"]).name for f in record["files"]] == [
+        "one_restored.wav", "two_restored.wav", "one_restored_2.wav"]             # as the CLI names them
+    table = at.table[0].value
+    assert list(table.columns) == ["Status", "Loudness before", "Loudness after", "True peak after", "Length", "Time"]
+    cells = table.to_numpy().ravel()
+    assert "None" not in cells and not any("nan" in c for c in cells)
+    assert list(table["Loudness after"])[:2] == ["-14.0 LUFS", "-14.0 LUFS"]
+    assert table["Status"].iloc[2].startswith("done, ") and "warning" in table["Status"].iloc[2]
+    assert [d.label for d in at.get("download_button")] == ["Download all (zip)"] + ["Download"] * 3
+    assert any(w.value.startswith("one.wav: ") for w in at.warning)                # warnings on the page
+    assert any('id="ab-player"' in html for html in iframes(at))
+    widget(at, "selectbox", "batch.ab_file").set_value("1").run()
+    assert not at.exception and any('id="ab-player"' in html for html in iframes(at))
 
 
 def test_choosing_a_preset_sets_the_stage_controls(app_env):
