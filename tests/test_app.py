@@ -406,6 +406,17 @@ def test_save_as_preset_writes_a_toml_that_the_app_and_the_engine_load_back(app_
     assert "built-in" in other.error[0].value
 
 
+def test_about_page_is_for_users_not_developers(app_env):
+    at = started("pages/about.py")
+    text = "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info])
+    for stage in ("Separate", "Denoise", "Restore", "Master", "Loudness"):
+        assert f"**{stage}**" in text
+    assert "Demucs" in text and "Kevin MacLeod" in text and "Bach" in text         # credits, model and demo
+    for dev in ("SI-SDR", "LSD", "validation", "steps", "configs/", "resonate/", ".py", ".yaml", "../shared",
+                "safetensors", "parameters", "README"):
+        assert dev not in text, dev
+
+
 def test_models_load_once_and_failures_are_remembered(tmp_path, monkeypatch):
     from resonate.errors import StageUnavailable
     from resonate.separation.testing import make_tiny_htdemucs_repo
