@@ -172,6 +172,11 @@ def test_two_minute_upload_cancel_run_results_and_reload_in_chromium(served_app,
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .xtick")) > 0
              and d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .ytick"), "the spectrogram's axes")
     assert browser.save_screenshot(str(artifacts / "restore_2min.png"))
+    for name in ("Loudness", "Stages"):                            # the tables, for a look
+        [t for t in browser.find_elements(By.CSS_SELECTOR, "[data-testid=stTab]") if t.text.strip() == name][0].click()
+        wait_for(browser, lambda d: any(t.is_displayed() for t in d.find_elements(By.CSS_SELECTOR, "[data-testid=stTable]")),
+                 f"the {name} table")
+        browser.save_screenshot(str(artifacts / f"restore_2min_{name.lower()}.png"))
 
     # The results survive a reload of the page (a new Streamlit session).
     browser.refresh()
