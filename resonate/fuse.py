@@ -48,19 +48,22 @@ from resonate.audio.io import AudioInfo, probe, read_blocks
 from resonate.chunking import OverlapAdd, reblock
 from resonate.errors import ResonateError
 
-FUSION_MODES = ("magphase", "complex", "min")
+FUSION_MODES = ("complex", "magphase", "min")
 ProgressFn = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
 class FuseConfig:
-    mode: str = "magphase"          # see FUSION_MODES and docs/fusion.md for the measured comparison
+    mode: str = "complex"           # see FUSION_MODES and docs/fusion.md for the measured comparison
     # coarse alignment (envelopes)
     feature_rate: float = 100.0     # envelope frames per second
     bands: int = 8                  # log-spaced bands, 100 Hz .. 8 kHz
+    envelope: str = "both"          # ENVELOPES: onsets (flux), energy contour, or both
     chunk_s: float = 20.0           # envelope chunks cross-correlated against the other recording
+    min_chunk_s: float = 8.0
     max_chunks: int = 24
-    min_prominence: float = 8.0     # a chunk's correlation peak, in robust standard deviations
+    min_prominence: float = 5.0     # a chunk's correlation peak, in robust standard deviations
+    single_chunk_prominence: float = 10.0   # what one chunk alone needs (a recording shorter than two chunks)
     # fine alignment (GCC-PHAT)
     fine_window_s: float = 4.0
     fine_hop_s: float = 5.0         # raised for long overlaps so that at most max_windows are read
@@ -72,6 +75,7 @@ class FuseConfig:
     min_inlier_fraction: float = 0.3
     piecewise_knot_s: float = 120.0
     # level / spectrum matching
+    match_spectra: bool = True
     eq_limit_db: float = 12.0
     # fusion
     n_fft_s: float = 0.046          # 2048 at 44.1 kHz
@@ -200,13 +204,34 @@ def envelope_features(rec: Recording, cfg: FuseConfig, block_frames: int = 1 << 
         buf = buf[keep_from:]
         buf_start += keep_from
     logs = np.concatenate(out) if out else np.zeros((1, cfg.bands), np.float32)
-    flux = np.diff(logs, axis=0, prepend=logs[:1])
-    np.maximum(flux, 0.0, out=flux)
-    flux -= flux.mean(axis=0)
-    flux /= flux.std(axis=0) + 1e-6
-    rec.features = flux.astype(np.float32)
+    rec.features = ENVELOPES[cfg.envelope](logs, cfg.feature_rate)
     rec.feature_hop = hop / sr
     rec.feature_centre = n / 2 / sr
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=0)
+    return (x / (x.std(axis=0) + 1e-6)).astype(np.float32)
+
+
+def _flux(logs: np.ndarray, rate: float) -> np.ndarray:
+    """Rectified rise of each band's log energy (onsets)."""
+    return _zscore(np.maximum(np.diff(logs, axis=0, prepend=logs[:1]), 0.0))
+
+
+def _contour(logs: np.ndarray, rate: float) -> np.ndarray:
+    """Each band's log energy less its 1-s moving average (how the music swells and falls)."""
+    k = max(1, int(rate))
+    cum = np.cumsum(np.pad(logs.astype(np.float64), ((k // 2, k - k // 2), (0, 0)), mode="edge"), axis=0)
+    mean = (cum[k:] - cum[:-k]) / k
+    return _zscore(logs - mean[: len(logs)])
+
+
+def _both(logs: np.ndarray, rate: float) -> np.ndarray:
+    return np.concatenate([_flux(logs, rate), _contour(logs, rate)], axis=1) / np.sqrt(2)
+
+
+ENVELOPES = {"flux": _flux, "contour": _contour, "both": _both}
 
 
 @dataclass
@@ -260,11 +285,17 @@ def _chunk_lags(fa: np.ndarray, fb: np.ndarray, chunk: int, starts: list[int]) -
 
 
 def coarse_match(a: Recording, b: Recording, cfg: FuseConfig) -> CoarseMatch:
-    """Chunks of ``b``'s envelope against the whole of ``a``'s; the chunks that agree on one line
-    (within 30 ms plus 500 ppm of drift) give b's time as a function of a's."""
+    """Chunks of ``b``'s envelope against the whole of ``a``'s; two or more chunks that agree on one
+    line (within 30 ms plus 500 ppm of drift) give b's time as a function of a's."""
     fa, fb = a.features, b.features
     hop = a.feature_hop
-    chunk = min(int(cfg.chunk_s / b.feature_hop), len(fb))
+    # Two chunks that do not overlap must fit in b: shorter chunks for a short recording, down to
+    # min_chunk_s; below that, b is one chunk and needs a stronger peak on its own.
+    chunk = min(int(cfg.chunk_s / b.feature_hop), len(fb) // 2)
+    if chunk < cfg.min_chunk_s / b.feature_hop:
+        chunk = len(fb)
+    # Chunks overlap by half; only chunks that do not overlap count as two witnesses (overlapping
+    # ones share their frames, and with them any wrong peak).
     n_chunks = 1 if chunk >= len(fb) else min(cfg.max_chunks, max(3, math.ceil(2 * len(fb) / chunk)))
     starts = sorted({int(round(s)) for s in np.linspace(0, len(fb) - chunk, n_chunks)})
     found = _chunk_lags(fa, fb, chunk, starts)
@@ -280,8 +311,11 @@ def coarse_match(a: Recording, b: Recording, cfg: FuseConfig) -> CoarseMatch:
         if len(group) > len(agree) or (len(group) == len(agree) and group and
                                        sum(pts[j][2] for j in group) > sum(pts[j][2] for j in agree)):
             agree = group
-    needed = 1 if len(starts) == 1 else 2
-    if len(agree) < needed:
+    starts_agreeing = [cand[j][0] for j in agree]
+    independent = bool(agree) and max(starts_agreeing) - min(starts_agreeing) >= chunk
+    enough = (independent or
+              (len(starts) == 1 and len(agree) == 1 and pts[agree[0]][2] >= cfg.single_chunk_prominence))
+    if not enough:
         return CoarseMatch(a.index, b.index, None, len(starts), len(agree), best)
     ta = np.array([pts[j][1] for j in agree])
     off = np.array([pts[j][0] - pts[j][1] for j in agree])     # b time - a time
@@ -322,7 +356,7 @@ def select_reference(recs: list[Recording], matches: dict[tuple[int, int], Coars
         detail = ", ".join(f"{recs[a].name} vs {recs[b].name}: best peak {m.prominence:.1f} sd"
                            for (a, b), m in matches.items() if a < b)
         raise ResonateError("the recordings do not match each other (not the same music, or no common "
-                            f"stretch of at least {FuseConfig.chunk_s / 2:g} s): {detail}")
+                            f"stretch of at least {FuseConfig.min_chunk_s:g} s): {detail}")
     ref.used = True
     ref.coarse = ref.fine = TimeMap(0.0, 0.0)
     for r in recs:
@@ -365,7 +399,8 @@ def gcc_phat(a: np.ndarray, b: np.ndarray, sr: float, band: tuple[float, float],
     freqs = np.arange(len(spec)) * (sr / size)
     inband = (freqs >= band[0]) & (freqs <= min(band[1], 0.45 * sr))
     spec = np.where(inband, spec / (np.abs(spec) ** beta + 1e-20), 0.0)
-    corr = sp_fft.irfft(spec, size)[: len(b) - len(a) + 1]
+    full = sp_fft.irfft(spec, size)
+    corr = full[: len(b) - len(a) + 1]
     i = int(np.argmax(corr))
     lag = float(i)
     if 0 < i < len(corr) - 1:
@@ -373,7 +408,9 @@ def gcc_phat(a: np.ndarray, b: np.ndarray, sr: float, band: tuple[float, float],
         den = y0 - 2 * y1 + y2
         if den < 0:
             lag += float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
-    return lag, float(corr[i] / (np.std(corr) + 1e-20))
+    # Against the spread of the whole correlation (every lag), so that z does not depend on the
+    # search range.
+    return lag, float(corr[i] / (np.std(full) + 1e-20))
 
 
 def _welch(x: np.ndarray, n_fft: int) -> np.ndarray:
@@ -432,24 +469,16 @@ def fit_time_map(t: np.ndarray, off: np.ndarray, q: np.ndarray, cfg: FuseConfig)
     return line, inliers, scale, False
 
 
-def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) -> None:
-    """Local offsets of ``rec`` against ``ref`` by GCC-PHAT every few seconds; the robust fit of
-    them is ``rec.fine``. Also measures both long-term spectra over those windows."""
-    sr = ref.info.sample_rate
-    rsr = rec.info.sample_rate
-    cm = rec.coarse
-    # Overlap in reference time (coarse map).
-    t0 = max(0.0, -cm.offset / (1 + cm.drift))
-    t1 = min(ref.seconds, (rec.seconds - cm.offset) / (1 + cm.drift))
+def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndarray, search_s: float,
+                   cfg: FuseConfig, n_fft: int) -> tuple[list[tuple[float, float, float]], np.ndarray, np.ndarray]:
+    """GCC-PHAT offset (rec - ref time) at each window centre, the recording's windows resampled onto
+    the reference's clock by ``cm``'s drift (without that, 300 ppm smear a 4-s window by 1.2 ms and
+    PHAT loses everything above a few hundred Hz). Also both long-term spectra over those windows."""
+    sr, rsr = ref.info.sample_rate, rec.info.sample_rate
     win = cfg.fine_window_s
-    margin = win / 2 + cfg.search_s
-    lo, hi = t0 + margin, t1 - margin
-    if hi - lo < 0:
-        lo = hi = 0.5 * (t0 + t1)
-    n_win = max(3, min(cfg.max_windows, int((hi - lo) / cfg.fine_hop_s) + 1))
-    centres = np.linspace(lo, hi, n_win) if hi > lo else np.array([lo])
     wn = int(round(win * sr))
-    search = int(round(cfg.search_s * sr))
+    search = max(2, int(round(search_s * sr)))
+    k = 1.0 + cm.drift
     points = []
     psd = np.zeros(n_fft // 2 + 1)
     psd_ref = np.zeros(n_fft // 2 + 1)
@@ -459,41 +488,57 @@ def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) 
             a = _read_mono(fa, int(round(tc * sr)) - wn // 2, wn)
             if not np.any(a):
                 continue
-            # The recording around the predicted time, resampled onto the reference's clock by the
-            # coarse drift (and rate): without that, 300 ppm smear a 1.5-s window by 0.45 ms and
-            # PHAT loses everything above ~1 kHz.
             pred = float(cm(tc))                            # rec time of the window's centre
-            k = 1.0 + cm.drift
-            n_b = int(math.ceil((win + 2 * cfg.search_s) * k * rsr)) + 64
+            n_b = int(math.ceil((win + 2 * search_s) * k * rsr)) + 64
             start = int(round(pred * rsr)) - n_b // 2
             raw = _read_mono(fb, start, n_b)
             b = raw if (rsr == sr and cm.drift == 0.0) else \
                 soxr.resample(raw, rsr, sr / k, quality="HQ").astype(np.float32)
-            extra = (len(b) - wn) // 2 - search            # output samples to drop at the start
+            extra = (len(b) - wn) // 2 - search             # output samples to drop at the start
             b = b[extra: extra + wn + 2 * search]
             b_start = start / rsr + extra * k / sr          # rec time of b[0]; b's samples are k / sr apart
             if len(b) < wn + 1 or not np.any(b):
                 continue
-            lag, peak = gcc_phat(a, b, sr, cfg.gcc_band_hz, cfg.gcc_beta)
-            # The ref window starting at tc - wn/2/sr sits at rec time b_start + lag/sr.
-            rec_t = b_start + (lag + wn // 2) * k / sr
-            points.append((float(tc), rec_t - tc, peak))
-            if peak >= cfg.min_gcc_z:
-                k = int(round(lag))
-                psd += _welch(b[k: k + wn], n_fft)
+            lag, z = gcc_phat(a, b, sr, cfg.gcc_band_hz, cfg.gcc_beta)
+            rec_t = b_start + (lag + wn // 2) * k / sr      # where the ref window's centre is in rec
+            points.append((float(tc), rec_t - tc, z))
+            if z >= cfg.min_gcc_z:
+                i = int(round(lag))
+                psd += _welch(b[i: i + wn], n_fft)
                 psd_ref += _welch(a, n_fft)
-    rec.psd, rec.psd_ref = psd, psd_ref
-    good = [p for p in points if p[2] >= cfg.min_gcc_z]
-    if len(good) < 3:
-        rec.used = False
-        rec.reason = (f"no fine alignment with {ref.name}: {len(good)} of {len(points)} windows correlate "
-                      "(too little common music?)")
-        rec.fine_points = [(t, o, q, False) for t, o, q in points]
-        return
-    t = np.array([p[0] for p in good])
-    off = np.array([p[1] for p in good])
-    q = np.array([p[2] for p in good])
-    tmap, inliers, scale, piecewise = fit_time_map(t, off, q, cfg)
+    return points, psd, psd_ref
+
+
+def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) -> None:
+    """Local offsets of ``rec`` against ``ref`` every few seconds, twice: around the coarse map
+    (+- search_s), then around the first fit (+- four times its residual, at least 1 ms), where
+    few wrong peaks are left to pick. The robust fit of the second pass is ``rec.fine``."""
+    cm = rec.coarse
+    t0 = max(0.0, -cm.offset / (1 + cm.drift))
+    t1 = min(ref.seconds, (rec.seconds - cm.offset) / (1 + cm.drift))
+    margin = cfg.fine_window_s / 2 + cfg.search_s
+    lo, hi = t0 + margin, t1 - margin
+    if hi - lo < 0:
+        lo = hi = 0.5 * (t0 + t1)
+    n_win = int(np.clip((hi - lo) / cfg.fine_hop_s + 1, min(24, cfg.max_windows), cfg.max_windows))
+    centres = np.linspace(lo, hi, n_win) if hi > lo else np.array([lo])
+    search = cfg.search_s
+    for attempt in range(2):
+        points, rec.psd, rec.psd_ref = _local_offsets(ref, rec, cm, centres, search, cfg, n_fft)
+        good = [p for p in points if p[2] >= cfg.min_gcc_z]
+        if len(good) < 3:
+            rec.used = False
+            rec.reason = (f"no fine alignment with {ref.name}: {len(good)} of {len(points)} windows correlate "
+                          "(too little common music?)")
+            rec.fine_points = [(t, o, q, False) for t, o, q in points]
+            return
+        t = np.array([p[0] for p in good])
+        off = np.array([p[1] for p in good])
+        q = np.array([p[2] for p in good])
+        tmap, inliers, scale, _ = fit_time_map(t, off, q, cfg)
+        if attempt == 0:
+            cm = tmap
+            search = float(np.clip(4 * scale + 5e-4, 1e-3, cfg.search_s))
     rec.fine_points = [(float(a), float(b), float(c), bool(d)) for a, b, c, d in zip(t, off, q, inliers)]
     rec.fine_scale_ms = scale * 1e3
     frac = inliers.sum() / max(1, len(points))
@@ -532,7 +577,7 @@ def spectrum_matching(ref: Recording, used: list[Recording], cfg: FuseConfig, n_
     limit = cfg.eq_limit_db / 20 * np.log(10)
     for r in used:
         c = colours.get(r.index, np.zeros_like(median))
-        g = np.clip(0.5 * (median - c), -limit, limit)
+        g = np.clip(0.5 * (median - c), -limit, limit) if cfg.match_spectra else np.zeros_like(c)
         r.gain = np.exp(g).astype(np.float32)
         r.level_db = float(20 / np.log(10) * np.mean(g[1:]))
 
@@ -805,6 +850,15 @@ def fuse_files(paths: list[str | Path], out_path: str | Path, cfg: FuseConfig | 
     return fusion_report(recs, ref, cfg, facts)
 
 
+def time_map_from_report(row: dict[str, Any]) -> TimeMap:
+    """The time map of one recording of a fusion report (its time as a function of the reference's)."""
+    knots = row.get("piecewise_knots")
+    if knots:
+        k = np.array(knots, dtype=np.float64)
+        return TimeMap(row["offset_s"], row["drift_ppm"] * 1e-6, k[:, 0], k[:, 1] * 1e-3)
+    return TimeMap(row["offset_s"], row["drift_ppm"] * 1e-6)
+
+
 def _segments(placements: list[Placement], total: int, sr: int) -> list[dict[str, Any]]:
     """Stretches of the timeline with the same recordings present."""
     cuts = sorted({0, total, *[min(max(p.lead, 0), total) for p in placements],
@@ -835,9 +889,12 @@ def fusion_report(recs: list[Recording], ref: Recording, cfg: FuseConfig, facts:
             ref_end = min(ref.seconds, (r.seconds - m.offset) / (1 + m.drift))
             ref_start = max(0.0, -m.offset / (1 + m.drift))
             row.update({
-                "offset_s": round(m.offset, 6),             # its time at the reference's start
-                "drift_ppm": round(m.drift * 1e6, 2),
+                "offset_s": round(m.offset, 7),             # its time at the reference's start
+                "drift_ppm": round(m.drift * 1e6, 4),
                 "piecewise": m.knots is not None,
+                # Residual of the piecewise map over the line at its knots: [ref time s, ms].
+                "piecewise_knots": None if m.knots is None else
+                [[round(float(t), 3), round(float(v) * 1e3, 4)] for t, v in zip(m.knots, m.residual)],
                 "start_s": round(p.lead / sr, 4),            # where it starts on the output timeline
                 "end_s": round(p.end / sr, 4),
                 "overlap_with_reference_s": round(max(0.0, ref_end - ref_start), 3),

@@ -46,11 +46,11 @@ def add_fuse_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_fuse(args) -> int:
-    from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
-
     recordings = [Path(r) for r in args.recordings]
     if len(recordings) < 2:
         raise ResonateError("fuse needs at least two recordings of the same show")
+    from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
+
     infos = [probe(r) for r in recordings]
     fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
     settings = ChainSettings(preset=args.preset, overrides=cli._overrides(args), skip=tuple(args.skip))
