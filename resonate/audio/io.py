@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import lameenc
 import numpy as np
 import soundfile as sf
@@ -101,8 +100,15 @@ _EXACT_DURATION_FORMATS = ("mov", "mp4", "m4a", "3gp", "matroska", "webm")
 _AV_PROBES: dict[tuple[str, int, int], AudioInfo] = {}
 
 
+def _av():
+    """PyAV, imported on first use: its FFmpeg libraries cost ~20 MB of memory that WAV jobs never need."""
+    import av
+
+    return av
+
+
 def _open_av(p: Path):
-    return av.open(str(p), metadata_errors="ignore")
+    return _av().open(str(p), metadata_errors="ignore")
 
 
 def _av_probe(p: Path) -> AudioInfo | None:
@@ -123,7 +129,7 @@ def _av_probe(p: Path) -> AudioInfo | None:
             if s.duration is not None and s.time_base and any(n in ("mov", "mp4", "m4a") for n in names):
                 frames = round(s.duration * s.time_base * rate)
             elif c.duration and any(n in _EXACT_DURATION_FORMATS for n in names):
-                frames = round(c.duration * rate / av.time_base)
+                frames = round(c.duration * rate / _av().time_base)
                 if s.codec_context.name == "opus":       # the decoder drops the encoder's pre-skip
                     frames -= int(s.codec_context.delay or 0)
             else:
@@ -135,7 +141,7 @@ def _av_probe(p: Path) -> AudioInfo | None:
             info = AudioInfo(p, rate, channels, int(frames), names[0], s.codec_context.name, backend="av")
     except ResonateError:
         raise
-    except (av.FFmpegError, OSError, ValueError, IndexError):
+    except (_av().FFmpegError, OSError, ValueError, IndexError):
         return None
     if len(_AV_PROBES) > 256:
         _AV_PROBES.clear()
@@ -239,7 +245,7 @@ def read_blocks(
         try:
             for block in _av_blocks(p, info, block_frames, start, stop):
                 yield counter.clean(block)
-        except (av.FFmpegError, OSError, ValueError) as exc:
+        except (_av().FFmpegError, OSError, ValueError) as exc:
             raise ResonateError(f"cannot decode {p.name}: {_short(exc)}") from None
         return
     try:
