@@ -363,6 +363,41 @@ def test_batch_processes_two_files_with_per_file_downloads_warnings_and_ab(app_e
     widget(at, "selectbox", "batch.ab_file").set_value("1").run()
     assert not at.exception and any('id="ab-player"' in html for html in iframes(at))
 
+    again = AppTest.from_file(APP, default_timeout=TIMEOUT_S)      # a reload: the batch is still there
+    again.query_params["session"] = Path(at.session_state["session_dir"]).name
+    again.run()
+    again.switch_page("pages/batch.py").run()
+    assert not again.exception and again.table[0].value.equals(table)
+    assert len(again.get("download_button")) == 4
+
+
+def test_an_interrupted_batch_leaves_nothing_behind(app_env, monkeypatch):
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from resonate.ui import runner
+
+    update, models = runner.ProgressModel.update, []
+
+    def interrupted(self, stage, fraction):
+        if not any(m is self for m in models):
+            models.append(self)             # one progress model per file: stop halfway through the second
+        if len(models) == 2 and stage == "restore" and fraction > 0.3:
+            raise StopException()
+        update(self, stage, fraction)
+
+    at = started("pages/batch.py")
+    at.file_uploader[0].set_value([("one.wav", wav_bytes(3.0, 1), "audio/wav"),
+                                   ("two.wav", wav_bytes(3.0, 2), "audio/wav")]).run()
+    widget(at, "toggle", "batch.cfg.separate.bypass").set_value(True).run()
+    monkeypatch.setattr(runner.ProgressModel, "update", interrupted)
+    widget(at, "button", "batch.run").click().run()
+    assert [b.label for b in at.button if b.key == "batch.cancel"] == ["Cancel"]
+    monkeypatch.undo()
+    session = Path(at.session_state["session_dir"])
+    assert not list((session / "jobs").iterdir())
+    at.run()
+    assert not widget(at, "button", "batch.run").disabled and not at.get("download_button")
+
 
 def test_choosing_a_preset_sets_the_stage_controls(app_env):
     at = started()
