@@ -4,7 +4,13 @@
 Audio flows as a stream of (channels, n) float32 blocks; no stage ever holds the whole file.
 Loudness needs the integrated loudness of everything before it, so the first pass writes the
 processed stream to a temporary float32 file while measuring it, and the second pass reads it
-back through the gain and true-peak limiter into the final, atomically written output.
+back through the gain and true-peak limiter into the final, atomically written output. Loudness
+is a two-pass stage (:class:`resonate.stages.base.TwoPassStage`); several of them chain, each
+with its own spool of what reaches it.
+
+:func:`process_file` reads as the job's phases: probe and checks → job environment → open the
+stages → wire the stream → pass 1 (spool and measure) → pass 2 (apply and write) → time
+attribution → report.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from resonate import jobfiles
 from resonate.audio.io import (
     MAX_RATE,
     MIN_RATE,
+    AudioInfo,
     AudioWriter,
     NonFiniteCounter,
     parse_bit_depth,
@@ -40,7 +47,7 @@ from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.presets import DEFAULT_PRESET, load_preset
 from resonate.stages import STAGE_ORDER, load_registry
-from resonate.stages.base import Stage, StageContext
+from resonate.stages.base import Stage, StageContext, TwoPassStage
 from resonate.streams import WriteBehind
 
 BLOCK_FRAMES = 1 << 16
@@ -163,6 +170,70 @@ def _check_block(name: str, channels: int) -> Callable[[Iterator[np.ndarray]], I
     return check
 
 
+@dataclass(frozen=True)
+class JobEnvironment:
+    """Where and with what jobs run; the same for every file of a batch.
+
+    ``device`` is a name (auto, cpu, cuda, mps); ``models_dir`` a local folder of Demucs weights
+    (offline use); ``cache_dir`` the stem cache (None: the default); ``work_dir`` the folder for
+    the temporary spool (None: the system's temporary folder); ``block_frames`` the length of the
+    blocks read from the input and from the spool.
+    """
+
+    device: str = "auto"
+    models_dir: Path | None = None
+    cache_dir: Path | None = None
+    work_dir: Path | None = None
+    block_frames: int = BLOCK_FRAMES
+
+    def __post_init__(self):
+        for name in ("models_dir", "cache_dir", "work_dir"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, Path(value) if value else None)
+
+    @property
+    def spool_root(self) -> Path:
+        return self.work_dir if self.work_dir is not None else Path(tempfile.gettempdir())
+
+
+@dataclass
+class _Job:
+    """One file's job: what was asked, what the input is, and what it gathers on the way."""
+
+    src: Path
+    dst: Path
+    settings: ChainSettings
+    output: OutputOptions
+    stems_dir: Path | None
+    info: AudioInfo
+    out_rate: int
+    out_frames: int
+    user_warn: Callable[[str], None] | None
+    warnings: list[str] = field(default_factory=list)
+    nonfinite: NonFiniteCounter = field(default_factory=NonFiniteCounter)
+    in_meter: LoudnessMeter | None = None
+    out_meter: LoudnessMeter | None = None
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        if self.user_warn:
+            self.user_warn(msg)
+
+
+@dataclass
+class _Pass:
+    """A two-pass stage and the one-pass stages after it (up to the next two-pass stage): they
+    stream from the spool of what reached the two-pass stage."""
+
+    stage: StageRecord
+    after: list[StageRecord] = field(default_factory=list)
+    spool_read: StageRecord = field(default_factory=lambda: StageRecord("spool", None))
+
+    @property
+    def records(self) -> list[StageRecord]:
+        return [self.stage, *self.after]
+
+
 def process_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -176,177 +247,243 @@ def process_file(
     warn: Callable[[str], None] | None = None,
     work_dir: str | os.PathLike | None = None,
     block_frames: int = BLOCK_FRAMES,
+    *,
+    env: JobEnvironment | None = None,
 ) -> dict[str, Any]:
-    """Restore one file. Returns the job report (JSON-serialisable). Raises ResonateError on bad input."""
+    """Restore one file. Returns the job report (JSON-serialisable). Raises ResonateError on bad input.
+
+    ``env`` (a :class:`JobEnvironment`) replaces ``device``, ``models_dir``, ``cache_dir``,
+    ``work_dir`` and ``block_frames`` when given.
+    """
     started = time.perf_counter()
-    settings = settings or ChainSettings()
-    output = output or OutputOptions()
-    warnings: list[str] = []
+    env = env or JobEnvironment(device, models_dir, cache_dir, work_dir, block_frames)
 
-    def _warn(msg: str) -> None:
-        warnings.append(msg)
-        if warn:
-            warn(msg)
+    # Probe the input and check, before any work, everything that would make the job fail late.
+    job = _probe_and_check(Path(input_path), Path(output_path), settings or ChainSettings(),
+                           output or OutputOptions(), Path(stems_dir) if stems_dir else None, env, warn)
+    # The job's environment as the stages see it.
+    dev = pick_device(env.device)
+    tune_allocator()
+    ctx = _stage_context(job, env, dev)
+    # Open the stages; one that cannot run here is skipped with its reason.
+    records = _open_stages(job, ctx)
+    first_pass, passes = _split_passes(records)
+    _check_room(job, env, records, passes)
 
-    src, dst = Path(input_path), Path(output_path)
+    # Wire the stream: read (metered) → one-pass stages → output rate.
+    reading = StageRecord("read", None)
+    blocks = _Meter(reading, None, None).wrap(
+        _tap(read_blocks(job.src, env.block_frames, nonfinite=job.nonfinite), job.in_meter.update))
+    blocks = _run_stages(blocks, first_pass, job.info.frames, job.info.channels, progress)
+    blocks = _to_output_rate(blocks, job)
+
+    with ExitStack() as job_files:
+        # Pass 1: the stream that reaches each two-pass stage, measured while spooled to disk;
+        # the stages after it stream from that spool.
+        spool_folder = Path(job_files.enter_context(jobfiles.spool_folder(env.spool_root))) if passes else None
+        for index, two_pass in enumerate(passes):
+            spool = _spool_and_measure(blocks, two_pass.stage, spool_folder / f"pass{index + 1}.f32", job, env)
+            blocks = _Meter(two_pass.spool_read, None, None).wrap(
+                _read_spool(spool, job.info.channels, env.block_frames, remove=index + 1 < len(passes)))
+            blocks = _run_stages(blocks, two_pass.records, job.out_frames, job.info.channels, progress)
+        # Pass 2: apply and write, beside the target, renamed into place when complete.
+        _write_output(blocks, job, job_files)
+
+    _attribute_time(reading, first_pass, passes)
+    if job.nonfinite.count:
+        job.warn(f"input had {job.nonfinite.count} NaN/inf samples; they were replaced with silence")
+    return _report(job, records, str(dev), time.perf_counter() - started)
+
+
+def _probe_and_check(src: Path, dst: Path, settings: ChainSettings, output: OutputOptions,
+                     stems_dir: Path | None, env: JobEnvironment, warn: Callable[[str], None] | None) -> _Job:
     info = probe(src)
+    out_rate = output.sample_rate or info.sample_rate
+    job = _Job(src, dst, settings, output, stems_dir, info, out_rate,
+               resampled_length(info.frames, info.sample_rate, out_rate), warn,
+               in_meter=LoudnessMeter(info.sample_rate, info.channels),
+               out_meter=LoudnessMeter(out_rate, info.channels))
     jobfiles.refuse_overwriting_inputs([src], [("output", dst)])
     # Where this job will write, checked before any work: a read-only folder found only at the
     # end of the first pass costs the whole pass.
     jobfiles.check_folder_writable(dst.parent, "output")
     if stems_dir is not None and "separate" not in settings.skip:
         jobfiles.check_folder_writable(stems_dir, "stems")
-    spool_root = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
-    removed = jobfiles.remove_leftovers([spool_root, dst.parent, stems_dir])
+    removed = jobfiles.remove_leftovers([env.spool_root, dst.parent, stems_dir])
     if removed:
-        _warn(jobfiles.leftovers_message(removed))
+        job.warn(jobfiles.leftovers_message(removed))
     if info.seconds > LONG_FILE_SECONDS:
-        _warn(f"long recording ({info.seconds / 3600:.1f} h): processing streams in bounded memory, "
-              "watch the progress bars for the remaining time")
-    dev = pick_device(device)
-    tune_allocator()
-    out_rate = output.sample_rate or info.sample_rate
-    ctx = StageContext(
-        sample_rate=info.sample_rate, channels=info.channels, total_frames=info.frames, device=dev,
-        models_dir=Path(models_dir) if models_dir else None, input_path=src,
-        stems_dir=Path(stems_dir) if stems_dir else None,
+        job.warn(f"long recording ({info.seconds / 3600:.1f} h): processing streams in bounded memory, "
+                 "watch the progress bars for the remaining time")
+    return job
+
+
+def _stage_context(job: _Job, env: JobEnvironment, dev: Any) -> StageContext:
+    output = job.output
+    return StageContext(
+        sample_rate=job.info.sample_rate, channels=job.info.channels, total_frames=job.info.frames, device=dev,
+        models_dir=env.models_dir, input_path=job.src, stems_dir=job.stems_dir,
         output_format={"format": output.format, "bit_depth": output.bit_depth, "mp3_bitrate": output.mp3_bitrate},
-        cache_dir=Path(cache_dir) if cache_dir else None, warn=_warn,
+        cache_dir=env.cache_dir, warn=job.warn,
     )
 
-    # Build and open the stages; one that cannot run here is skipped with its reason.
-    configs = stage_configs(settings)
+
+def _open_stages(job: _Job, ctx: StageContext) -> list[StageRecord]:
+    """Every registered stage in order: bypassed, skipped (cannot run here, with the reason) or open.
+
+    Two-pass stages, and every stage after the first of them, come after any output resampling:
+    they are opened at the output rate.
+    """
+    configs = stage_configs(job.settings)
     registry = load_registry()
     records: list[StageRecord] = []
+    at_output_rate = False
     for name in STAGE_ORDER:
         if name not in registry:
             continue
-        if name in settings.skip:
+        if name in job.settings.skip:
             records.append(StageRecord(name, None, skipped=True, reason="bypassed"))
             continue
         stage = registry[name](configs[name])
+        late = at_output_rate or isinstance(stage, TwoPassStage)
         try:
-            # Two-pass stages (loudness) come after any output resampling: they work at the output rate.
-            stage.open(dataclasses.replace(ctx, sample_rate=out_rate) if getattr(stage, "two_pass", False) else ctx)
+            stage.open(dataclasses.replace(ctx, sample_rate=job.out_rate) if late else ctx)
         except StageUnavailable as exc:
-            _warn(f"{name} skipped: {exc}")
+            job.warn(f"{name} skipped: {exc}")
             records.append(StageRecord(name, None, skipped=True, reason=str(exc)))
             continue
+        at_output_rate = late
         records.append(StageRecord(name, stage))
+    return records
 
-    active = [r for r in records if not r.skipped]
-    split = next((i for i, r in enumerate(active) if getattr(r.stage, "two_pass", False)), len(active))
-    first_pass, two_pass = active[:split], active[split:]
-    nonfinite = NonFiniteCounter()
-    in_meter = LoudnessMeter(info.sample_rate, info.channels)
-    out_meter = LoudnessMeter(out_rate, info.channels)
-    out_frames = resampled_length(info.frames, info.sample_rate, out_rate)
-    # Room for what this job will write, checked before the work (the writes would fail at the end).
-    needs = [(dst.parent, output.file_bytes(out_frames, out_rate, info.channels), "output")]
-    if two_pass:
-        jobfiles.check_folder_writable(spool_root, "temporary spool")
+
+def _split_passes(records: list[StageRecord]) -> tuple[list[StageRecord], list[_Pass]]:
+    """The open stages before the first two-pass stage, and one :class:`_Pass` per two-pass stage."""
+    first_pass: list[StageRecord] = []
+    passes: list[_Pass] = []
+    for r in records:
+        if r.skipped:
+            continue
+        if isinstance(r.stage, TwoPassStage):
+            passes.append(_Pass(r))
+        elif passes:
+            passes[-1].after.append(r)
+        else:
+            first_pass.append(r)
+    return first_pass, passes
+
+
+def _check_room(job: _Job, env: JobEnvironment, records: list[StageRecord], passes: list[_Pass]) -> None:
+    """Room for what this job will write, checked before the work (the writes would fail at the end)."""
+    info, output = job.info, job.output
+    needs = [(job.dst.parent, output.file_bytes(job.out_frames, job.out_rate, info.channels), "output")]
+    if passes:
+        jobfiles.check_folder_writable(env.spool_root, "temporary spool")
         # float32 planar blocks, each after an 8-byte frame count; blocks are thousands of frames.
-        needs.append((spool_root, out_frames * info.channels * 4 + out_frames // 64 + 4096, "temporary spool"))
+        # A spool is removed once read, so at most two exist at a time.
+        spool_bytes = job.out_frames * info.channels * 4 + job.out_frames // 64 + 4096
+        needs.append((env.spool_root, min(2, len(passes)) * spool_bytes, "temporary spool"))
     separate = next((r.stage for r in records if r.name == "separate" and not r.skipped), None)
-    if separate is not None and ctx.stems_dir is not None:
+    if separate is not None and job.stems_dir is not None:
         from resonate.stages.separate import stem_paths
 
         sources = list(separate.report().get("stems", ()))
-        stem_files = list(stem_paths(ctx.stems_dir, src, sources, output.format).values())
-        jobfiles.refuse_overwriting_inputs([src], [("output", dst)] + [("stem file", p) for p in stem_files])
+        stem_files = list(stem_paths(job.stems_dir, job.src, sources, output.format).values())
+        jobfiles.refuse_overwriting_inputs([job.src], [("output", job.dst)] + [("stem file", p) for p in stem_files])
         stem_bytes = output.file_bytes(info.frames, info.sample_rate, info.channels)
-        needs.append((ctx.stems_dir, len(stem_files) * stem_bytes, "stems"))
+        needs.append((job.stems_dir, len(stem_files) * stem_bytes, "stems"))
     jobfiles.check_free_space(needs)
 
-    def chain(blocks: Iterator[np.ndarray], recs: list[StageRecord], total: int) -> Iterator[np.ndarray]:
-        for r in recs:
-            blocks = _Meter(r, total, progress).wrap(_check_block(r.name, info.channels)(r.stage.stream(blocks)))
-        return blocks
 
-    # Reading (and metering the input) is timed on its own, so that it is not billed to the first stage.
-    reading = StageRecord("read", None)
-    blocks: Iterator[np.ndarray] = _Meter(reading, None, None).wrap(
-        _tap(read_blocks(src, block_frames, nonfinite=nonfinite), in_meter.update))
-    blocks = chain(blocks, first_pass, info.frames)
-    if out_rate != info.sample_rate:
-        blocks = StreamResampler(info.sample_rate, out_rate, info.channels).stream(blocks)
-    blocks = _exact_length(blocks, out_frames, info.channels)
+def _run_stages(blocks: Iterator[np.ndarray], records: list[StageRecord], total: int, channels: int,
+                progress: ProgressFn | None) -> Iterator[np.ndarray]:
+    """The stream through ``records``' stages, each checked, timed and reporting its progress."""
+    for r in records:
+        blocks = _Meter(r, total, progress).wrap(_check_block(r.name, channels)(r.stage.stream(blocks)))
+    return blocks
 
-    reading_spool = StageRecord("spool", None)
-    with ExitStack() as job_files:
-        if two_pass:
-            # Pass 1: everything up to loudness, measured, spooled to a float32 file on disk.
-            tmp = job_files.enter_context(jobfiles.spool_folder(spool_root))
-            spool = Path(tmp) / "pass1.f32"
-            measure = two_pass[0].stage.measure
-            t_measure = 0.0
-            spool_failure = _WriteFailures("temporary spool file", spool,
-                                           "; set TMPDIR to a folder with more room" if work_dir is None else "")
-            with spool_failure:
-                f = open(spool, "wb")  # noqa: SIM115 - closed by the with below
-            with f:
-                for b in blocks:
-                    t0 = time.perf_counter()
-                    measure(b)
-                    t_measure += time.perf_counter() - t0
-                    with spool_failure:
-                        _write_spool_block(f, b)
-                with spool_failure:
-                    f.flush()
-            release_free_memory()
-            if hasattr(two_pass[0].stage, "plan"):   # loudness: what the limiter will take, from the spool
-                t0 = time.perf_counter()
-                two_pass[0].stage.plan(lambda: _read_spool(spool, info.channels, block_frames))
-                t_measure += time.perf_counter() - t0
-            two_pass[0].inclusive += t_measure
-            blocks = _Meter(reading_spool, None, None).wrap(_read_spool(spool, info.channels, block_frames))
-            blocks = chain(blocks, two_pass, out_frames)
 
-        # The output is written beside its target in a folder named with this process's PID,
-        # renamed into place when complete, with the user's usual file mode.
-        output_failure = _WriteFailures("output", dst)
+def _to_output_rate(blocks: Iterator[np.ndarray], job: _Job) -> Iterator[np.ndarray]:
+    if job.out_rate != job.info.sample_rate:
+        blocks = StreamResampler(job.info.sample_rate, job.out_rate, job.info.channels).stream(blocks)
+    return _exact_length(blocks, job.out_frames, job.info.channels)
+
+
+def _spool_and_measure(blocks: Iterator[np.ndarray], record: StageRecord, spool: Path, job: _Job,
+                       env: JobEnvironment) -> Path:
+    """Pass 1 of one two-pass stage: the stream reaching it, fed to ``measure`` while written to
+    ``spool``; then its ``plan`` with the spool to read again. Its time goes to the stage."""
+    stage = record.stage
+    t_measure = 0.0
+    failure = _WriteFailures("temporary spool file", spool,
+                             "; set TMPDIR to a folder with more room" if env.work_dir is None else "")
+    with failure:
+        f = open(spool, "wb")  # noqa: SIM115 - closed by the with below
+    with f:
+        for b in blocks:
+            t0 = time.perf_counter()
+            stage.measure(b)
+            t_measure += time.perf_counter() - t0
+            with failure:
+                _write_spool_block(f, b)
+        with failure:
+            f.flush()
+    release_free_memory()
+    t0 = time.perf_counter()
+    stage.plan(lambda: _read_spool(spool, job.info.channels, env.block_frames))
+    record.inclusive += t_measure + time.perf_counter() - t0
+    return spool
+
+
+def _write_output(blocks: Iterator[np.ndarray], job: _Job, job_files: ExitStack) -> None:
+    """Pass 2: the stream written to the output beside its target (a folder named with this
+    process's PID), renamed into place when complete, with the user's usual file mode; then the
+    job's temporary files are removed (``job_files`` closed)."""
+    output = job.output
+    output_failure = _WriteFailures("output", job.dst)
+    with output_failure:
+        staged = job_files.enter_context(jobfiles.staged_output(job.dst))
+        writer = job_files.enter_context(AudioWriter(staged, job.out_rate, job.info.channels, output.format,
+                                                     output.bit_depth, output.mp3_bitrate))
+
+    def finish(b: np.ndarray) -> None:
+        job.out_meter.update(b)
         with output_failure:
-            staged = job_files.enter_context(jobfiles.staged_output(dst))
-            writer = job_files.enter_context(
-                AudioWriter(staged, out_rate, info.channels, output.format, output.bit_depth, output.mp3_bitrate))
+            writer.write(b)
 
-        def finish(b: np.ndarray) -> None:
-            out_meter.update(b)
-            with output_failure:
-                writer.write(b)
+    with WriteBehind(finish) as sink:
+        for b in blocks:
+            # A copy the writer owns: a stage may reuse its buffers for the next block.
+            sink.put(np.array(b, dtype=np.float32, order="C"))
+    with output_failure:
+        job_files.close()   # finish the file, rename it into place, remove the temporary folders
 
-        with WriteBehind(finish) as sink:
-            for b in blocks:
-                # A copy the writer owns: a stage may reuse its buffers for the next block.
-                sink.put(np.array(b, dtype=np.float32, order="C"))
-        with output_failure:
-            job_files.close()   # finish the file, rename it into place, remove the temporary folders
 
-    # Exclusive time per stage: a stage's inclusive time includes everything upstream of it.
-    prev = reading.inclusive
-    for r in first_pass:
-        r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
-    prev = reading_spool.inclusive
-    for r in two_pass:
-        r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
-    if nonfinite.count:
-        _warn(f"input had {nonfinite.count} NaN/inf samples; they were replaced with silence")
+def _attribute_time(reading: StageRecord, first_pass: list[StageRecord], passes: list[_Pass]) -> None:
+    """Exclusive time per stage: a stage's inclusive time includes everything upstream of it
+    in its pass (the reading of the input, or of its spool)."""
+    for source, records in [(reading, first_pass)] + [(p.spool_read, p.records) for p in passes]:
+        prev = source.inclusive
+        for r in records:
+            r.seconds, prev = max(0.0, r.inclusive - prev), r.inclusive
 
-    elapsed = time.perf_counter() - started
+
+def _report(job: _Job, records: list[StageRecord], device: str, elapsed: float) -> dict[str, Any]:
+    info, output = job.info, job.output
     return {
-        "input": str(src),
-        "output": str(dst),
+        "input": str(job.src),
+        "output": str(job.dst),
         "sample_rate": info.sample_rate,
-        "output_sample_rate": out_rate,
+        "output_sample_rate": job.out_rate,
         "channels": info.channels,
         "seconds": round(info.seconds, 3),
-        "device": str(dev),
-        "preset": settings.preset,
+        "device": device,
+        "preset": job.settings.preset,
         "format": output.format,
         "bit_depth": output.bit_depth if output.format == "wav" else None,
         "mp3_bitrate": output.mp3_bitrate if output.format == "mp3" else None,
-        "input_loudness": in_meter.summary(),
-        "output_loudness": out_meter.summary(),
+        "input_loudness": job.in_meter.summary(),
+        "output_loudness": job.out_meter.summary(),
         "stages": [
             {
                 "name": r.name,
@@ -358,7 +495,7 @@ def process_file(
             }
             for r in records
         ],
-        "warnings": warnings,
+        "warnings": job.warnings,
         "elapsed_seconds": round(elapsed, 3),
         "rtf": round(elapsed / info.seconds, 4) if info.seconds else None,
     }
@@ -404,8 +541,9 @@ def _write_spool_block(f, block: np.ndarray) -> None:
     f.write(np.ascontiguousarray(block, dtype=np.float32).data)
 
 
-def _read_spool(path: Path, channels: int, block_frames: int) -> Iterator[np.ndarray]:
-    """The spooled blocks again, none longer than ``block_frames`` (pass 2's working set stays small)."""
+def _read_spool(path: Path, channels: int, block_frames: int, remove: bool = False) -> Iterator[np.ndarray]:
+    """The spooled blocks again, none longer than ``block_frames`` (pass 2's working set stays small);
+    ``remove``: the spool is deleted once read to its end (the next two-pass stage's spool needs the room)."""
     with open(path, "rb") as f:
         while header := f.read(_SPOOL_HEADER.itemsize):
             block = np.empty((channels, int(np.frombuffer(header, dtype=_SPOOL_HEADER)[0])), dtype=np.float32)
@@ -413,3 +551,5 @@ def _read_spool(path: Path, channels: int, block_frames: int) -> Iterator[np.nda
                 raise ResonateError("the temporary spool file was cut short (disk full?)")
             for start in range(0, max(1, block.shape[-1]), block_frames):
                 yield block[:, start: start + block_frames]
+    if remove:
+        path.unlink(missing_ok=True)

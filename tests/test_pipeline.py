@@ -203,3 +203,62 @@ def test_spool_gives_back_the_blocks_it_was_given(tmp_path):
         f.truncate(path.stat().st_size - 4)
     with pytest.raises(ResonateError, match="cut short"):
         list(_read_spool(path, 2, 1 << 20))
+
+
+def test_two_pass_stages_chain_each_measured_on_what_reaches_it(tmp_path, monkeypatch):
+    """A second two-pass stage (as reference matching will be) chains with loudness: each is
+    measured on everything that reaches it, before it applies, and runs at the output rate."""
+    from resonate.stages import TwoPassStage
+
+    events: list[str] = []
+
+    class Halve(TwoPassStage):
+        name = "master"
+        Config = load_registry()["master"].Config
+
+        def open(self, ctx):
+            self.rate, self.frames, self.peak = ctx.sample_rate, 0, 0.0
+
+        def measure(self, block):
+            events.append("halve.measure")
+            self.frames += block.shape[-1]
+            self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
+
+        def plan(self, reread):
+            events.append("halve.plan")
+            assert sum(b.shape[-1] for b in reread()) == self.frames
+
+        def apply(self, blocks):
+            for b in blocks:
+                events.append("halve.apply")
+                yield b * np.float32(0.5)
+
+        def report(self):
+            return {"rate": self.rate, "frames": self.frames, "peak": self.peak}
+
+    src = tmp_path / "in.wav"
+    x = tone_mix(2, 22050, 2)
+    sf.write(str(src), x.T, 22050, subtype="FLOAT")
+    work = tmp_path / "work"
+    work.mkdir()
+    settings = ChainSettings(skip=DSP_ONLY + ("denoise",))
+    out = OutputOptions(bit_depth="32f", sample_rate=48000)
+    plain = process_file(src, tmp_path / "plain.wav", ChainSettings(skip=settings.skip + ("master",)), out,
+                         work_dir=work)
+    monkeypatch.setitem(REGISTRY, "master", Halve)
+    loudness = REGISTRY["loudness"]
+    monkeypatch.setattr(loudness, "measure", lambda self, b, real=loudness.measure: (
+        events.append("loudness.measure"), real(self, b))[1])
+    rep = process_file(src, tmp_path / "o.wav", settings, out, block_frames=8192, work_dir=work)
+    stages = {s["name"]: s for s in rep["stages"]}
+    frames = sf.info(str(tmp_path / "o.wav")).frames
+    assert stages["master"]["rate"] == 48000 and stages["master"]["frames"] == frames == 96000
+    assert stages["master"]["peak"] == pytest.approx(np.abs(x).max(), abs=0.02)
+    # Loudness measured the halved stream: 6 dB quieter than without the stage before it.
+    assert stages["loudness"]["measured_lufs"] == pytest.approx(
+        next(s for s in plain["stages"] if s["name"] == "loudness")["measured_lufs"] - 6.02, abs=0.05)
+    # Each stage saw the whole stream before it applied; loudness measured only what Halve applied.
+    last = {e: max(i for i, x in enumerate(events) if x == e) for e in set(events)}
+    first = {e: events.index(e) for e in set(events)}
+    assert last["halve.measure"] < first["halve.plan"] < first["halve.apply"] < first["loudness.measure"]
+    assert list(work.iterdir()) == []                # both spools and their folder are gone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from resonate.stages.base import Stage, StageContext
+from resonate.stages.base import Stage, StageContext, TwoPassStage
 
 STAGE_ORDER: tuple[str, ...] = ("separate", "denoise", "restore", "master", "loudness")
 
@@ -38,4 +38,4 @@ def load_registry() -> dict[str, type[Stage]]:
     return {name: REGISTRY[name] for name in STAGE_ORDER if name in REGISTRY}
 
 
-__all__ = ["STAGE_ORDER", "REGISTRY", "Stage", "StageContext", "register", "load_registry"]
+__all__ = ["STAGE_ORDER", "REGISTRY", "Stage", "StageContext", "TwoPassStage", "register", "load_registry"]

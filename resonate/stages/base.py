@@ -1,10 +1,16 @@
-"""What every stage is: a frozen config dataclass and a stream transform over (channels, n) blocks."""
+"""What every stage is: a frozen config dataclass and a stream transform over (channels, n) blocks.
+
+Two kinds: a :class:`Stage` changes the stream as it flows by; a :class:`TwoPassStage` must see
+the whole stream before it changes any of it (loudness: one gain for the whole show), so the
+pipeline feeds it everything that reaches it (``measure``), spooled to disk, and then streams the
+spool through it (``apply``).
+"""
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,3 +73,41 @@ class Stage(ABC):
         if not parts:
             return np.zeros_like(x, dtype=np.float32)
         return np.concatenate(parts, axis=-1)
+
+
+class TwoPassStage(Stage):
+    """A stage that measures the whole stream reaching it before it processes any of it.
+
+    The pipeline runs it in two steps. Pass 1: every block that reaches the stage goes to
+    ``measure`` while it is spooled to disk; then ``plan`` may read the spooled stream again
+    (``reread()`` yields it afresh each call) to decide what to do. Pass 2: the spool streams
+    through ``apply``, whose output goes on down the chain. Several two-pass stages chain: each
+    is measured on what reaches it (the output of the stages before it, including an earlier
+    two-pass stage's ``apply``). Two-pass stages and everything after the first of them run at
+    the output's sample rate.
+    """
+
+    two_pass: ClassVar[bool] = True     # for code that inspects stage classes without importing this one
+
+    @abstractmethod
+    def measure(self, block: np.ndarray) -> None:
+        """Pass 1: one block of the stream that reaches this stage (blocks come in order)."""
+
+    def plan(self, reread: Callable[[], Iterable[np.ndarray]]) -> None:  # noqa: B027 - optional hook
+        """Between the passes, after the last ``measure``: ``reread()`` yields the measured stream again."""
+
+    @abstractmethod
+    def apply(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pass 2: the measured stream again, block by block; yields this stage's output."""
+
+    def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        return self.apply(blocks)
+
+    def process(self, x: np.ndarray, ctx: StageContext) -> np.ndarray:
+        """Whole-array convenience: measure, plan and apply, as the pipeline does."""
+        x = np.asarray(x, dtype=np.float32)
+        self.open(ctx)
+        self.measure(x)
+        self.plan(lambda: iter([x]))
+        parts = list(self.apply(iter([x])))
+        return np.concatenate(parts, axis=-1) if parts else np.zeros_like(x)

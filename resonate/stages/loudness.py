@@ -19,7 +19,7 @@ import numpy as np
 from resonate.dsp.limiter import HopPeaks, LimitedLoudness, TruePeakLimiter
 from resonate.dsp.loudness import LoudnessMeter, db_to_amplitude, gated_lufs
 from resonate.stages import register
-from resonate.stages.base import Stage, StageContext
+from resonate.stages.base import StageContext, TwoPassStage
 
 TARGETS_LUFS = {"streaming": -14.0, "apple": -16.0, "broadcast": -23.0}
 MIN_MEASURABLE_LUFS = -70.0
@@ -47,10 +47,9 @@ class LoudnessConfig:
 
 
 @register
-class LoudnessStage(Stage):
+class LoudnessStage(TwoPassStage):
     name = "loudness"
     Config = LoudnessConfig
-    two_pass = True   # the pipeline feeds ``measure`` with the whole stream before ``stream``
 
     def open(self, ctx: StageContext) -> None:
         self.ctx = ctx
@@ -133,7 +132,7 @@ class LoudnessStage(Stage):
         self.compensation_db = self.gain_db - g0
         self.target_reached = abs(target - self.predicted_lufs) <= REACHED_LU
 
-    def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    def apply(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         if not self._planned:
             self.gain_db = self._gain_db()
         cfg = self.config
