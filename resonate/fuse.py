@@ -74,6 +74,7 @@ class FuseConfig:
     min_gcc_z: float = 3.0          # correlation peak in standard deviations below which a window says nothing
     min_inlier_fraction: float = 0.3
     piecewise_knot_s: float = 120.0
+    max_residual_ms: float = 1.0    # a recording whose local offsets scatter more is left out
     # level / spectrum matching
     match_spectra: bool = True
     eq_limit_db: float = 12.0
@@ -542,6 +543,11 @@ def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) 
     rec.fine_points = [(float(a), float(b), float(c), bool(d)) for a, b, c, d in zip(t, off, q, inliers)]
     rec.fine_scale_ms = scale * 1e3
     frac = inliers.sum() / max(1, len(points))
+    if scale * 1e3 > cfg.max_residual_ms:
+        rec.used = False
+        rec.reason = (f"local offsets against {ref.name} scatter by {scale * 1e3:.1f} ms (robust deviation; "
+                      f"at most {cfg.max_residual_ms:g} ms is fused): too little common sound to align it finely")
+        return
     if inliers.sum() < 3 or frac < cfg.min_inlier_fraction:
         rec.used = False
         rec.reason = (f"local offsets against {ref.name} do not line up: {int(inliers.sum())} of {len(points)} "
@@ -865,6 +871,8 @@ def _segments(placements: list[Placement], total: int, sr: int) -> list[dict[str
                    *[min(max(p.end, 0), total) for p in placements]})
     out: list[dict[str, Any]] = []
     for a, b in zip(cuts[:-1], cuts[1:]):
+        if b <= a:
+            continue
         names = [p.rec.name for p in placements if p.lead <= a and p.end >= b]
         if out and out[-1]["recordings"] == names:
             out[-1]["end_s"] = round(b / sr, 3)

@@ -168,7 +168,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the per-show figures here")
     args = p.parse_args(argv)
     shared = Path(args.shared)
-    music_paths = sorted(q for q in (shared / "music").rglob("*") if q.suffix.lower() in MUSIC_TYPES)
+    # Not the digitised 78s (phonograph_*): their surface noise is most of their signal.
+    music_paths = sorted(q for q in (shared / "music").rglob("*") if q.suffix.lower() in MUSIC_TYPES
+                         and "phonograph" not in str(q.relative_to(shared)))
     rir_paths = sorted(q for q in (shared / "rirs").glob("*.wav"))
     rng = np.random.default_rng(args.seed)
     modes = args.modes.split(",")
