@@ -40,7 +40,7 @@ def main(path: str = "../shared/data/MANIFEST.md") -> None:
             what = row.get("work") or row.get("space") or row.get("content") or ""
             licence = row.get("licence", "")
             if what:
-                groups[section].append(f"- {what} — {licence} (`{row.get('file', '')}`)")
+                groups[section].append(f"- {what} — {licence}")
     for name, title in (("music", "Music"), ("rirs", "Venue responses"), ("crowd", "Crowd")):
         print(f"**{title}** (`../shared/data/{name}/`):\n")
         print("\n".join(groups[name]) + "\n")
