@@ -21,8 +21,7 @@ from resonate.audio.io import MP3_BITRATES, READ_EXTENSIONS, output_suffix, sani
 from resonate.device import DEVICE_CHOICES
 from resonate.errors import ResonateError
 from resonate.pipeline import OUTPUT_RATE_RANGE
-from resonate.stages import STAGE_ORDER
-from resonate.stages.restore import STRENGTH_RANGE
+from resonate.stages import STAGE_ORDER, load_registry
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -40,20 +39,30 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _setting_help(stage: str, name: str, extra: str = "") -> str:
+    """A flag's help from the setting's own declaration (range, unit, help), plus ``extra``."""
+    from resonate.config import setting_info
+
+    config = load_registry().get(stage)
+    info = setting_info(config.Config, name) if config is not None else None
+    return ", ".join(p for p in (info.describe() if info else "", extra) if p)
+
+
 def _add_restore(sub) -> None:
     p = sub.add_parser("restore", help="restore one or more recordings")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="WAV/FLAC/OGG/MP3 files")
     p.add_argument("-o", "--output", required=True, help="output file, or a folder for several inputs")
     p.add_argument("--preset", default="concert", help="concert (default), phone, gentle, broadcast, or a .toml file")
     p.add_argument("--skip", nargs="+", default=[], choices=STAGE_ORDER, metavar="STAGE",
-                   help=f"bypass stages ({', '.join(STAGE_ORDER)})")
-    p.add_argument("--target-lufs", type=float, help="integrated loudness target (default from preset, -14)")
-    p.add_argument("--true-peak", type=float, help="true-peak ceiling in dBTP (default -1)")
-    p.add_argument("--denoise-strength", type=float, help="0..1, spectral gating amount")
+                   help=f"bypass stages ({', '.join(STAGE_ORDER)}), besides any the preset bypasses")
+    p.add_argument("--target-lufs", type=float, help=_setting_help("loudness", "target_lufs", "default from the preset"))
+    p.add_argument("--true-peak", type=float, help=_setting_help("loudness", "true_peak_dbtp", "default from the preset"))
+    p.add_argument("--denoise-strength", type=float, help=_setting_help("denoise", "strength"))
     p.add_argument("--noise-range", nargs=2, type=float, metavar=("START_S", "END_S"),
                    help="noise-only time range for the denoise profile (default: quietest stretch)")
-    p.add_argument("--restore-strength", type=float,
-                   help="{:g}..{:g}, wet/dry of the restoration model".format(*STRENGTH_RANGE))
+    p.add_argument("--restore-strength", type=float, help=_setting_help("restore", "strength"))
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.SETTING=VALUE",
+                   help="any stage setting, as a preset file writes it (e.g. loudness.max_compensation_db=9); repeatable")
     p.add_argument("--format", choices=("wav", "mp3"), help="output format (default from -o suffix, else wav)")
     p.add_argument("--bit-depth", default="24", choices=("16", "24", "32f"), help="WAV bit depth")
     p.add_argument("--mp3-bitrate", type=int, default=320, choices=MP3_BITRATES, help="MP3 CBR kbps")
@@ -68,8 +77,24 @@ def _add_restore(sub) -> None:
     p.set_defaults(func=cmd_restore)
 
 
+def _setting_value(text: str):
+    """A --set value as TOML reads it (numbers, true/false, lists), else the text itself."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def _overrides(args) -> dict:
     o: dict[str, dict] = {}
+    for item in getattr(args, "set", None) or ():
+        key, eq, value = item.partition("=")
+        stage, dot, name = key.strip().partition(".")
+        if not (eq and dot and stage and name):
+            raise ResonateError(f"--set takes STAGE.SETTING=VALUE, got '{item}'")
+        o.setdefault(stage, {})[name] = _setting_value(value.strip())
     if args.target_lufs is not None:
         o.setdefault("loudness", {})["target_lufs"] = args.target_lufs
     if args.true_peak is not None:
@@ -158,7 +183,7 @@ def cmd_restore(args) -> int:
 
     inputs = [Path(i) for i in args.inputs]
     fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
-    settings = ChainSettings(preset=args.preset, overrides=_overrides(args), skip=tuple(args.skip))
+    settings = ChainSettings(preset=args.preset, overrides=_overrides(args)).bypassing(args.skip)
     output = OutputOptions(format=fmt, bit_depth=args.bit_depth, mp3_bitrate=args.mp3_bitrate,
                            sample_rate=args.sample_rate)
     stage_configs(settings)   # a bad preset or setting is one error for the whole batch, not one per file

@@ -1,13 +1,80 @@
-"""Turning plain dicts (TOML presets, UI widgets, CLI flags) into frozen stage configs."""
+"""Turning plain dicts (TOML presets, UI widgets, CLI flags) into frozen stage configs, and what
+each setting is: its label, unit, help and valid range, declared once on the config field
+(:func:`setting`). The engine checks the range (:func:`check_ranges`, from each config's
+``__post_init__``); the CLI's help and the app's controls read the same declaration.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 from resonate.errors import ResonateError
+
+_SETTING = "resonate.setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What people see of one config field, and the values the engine accepts for it."""
+
+    label: str
+    unit: str = ""
+    help: str = ""
+    range: tuple[float, float] | None = None    # inclusive; None: any value of the field's type
+    step: float | None = None                   # a sensible increment for a slider
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, as a control shows it: "Target loudness (LUFS)"."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def describe(self) -> str:
+        """One line for a command's help: the range with its unit, then the help."""
+        parts = []
+        if self.range is not None:
+            parts.append("{:g}..{:g}".format(*self.range) + (f" {self.unit}" if self.unit else ""))
+        if self.help:
+            parts.append(self.help)
+        return ", ".join(parts) or self.label
+
+
+class SettingOutOfRange(ValueError):
+    """A setting's value outside the range its field declares."""
+
+
+def setting(default: Any, *, label: str, unit: str = "", help: str = "",  # noqa: A002 - the word people use
+            range: tuple[float, float] | None = None, step: float | None = None) -> Any:  # noqa: A002
+    """A config field with its :class:`Setting` (``field(default=..., metadata=...)``)."""
+    return dataclasses.field(default=default, metadata={_SETTING: Setting(label, unit, help, range, step)})
+
+
+def setting_info(config: Any, name: str) -> Setting | None:
+    """The :class:`Setting` of field ``name`` of a config class or instance, None where it declares none."""
+    found = next((f for f in dataclasses.fields(config) if f.name == name), None)
+    return found.metadata.get(_SETTING) if found is not None else None
+
+
+def settings_info(config: Any) -> dict[str, Setting]:
+    """Every field of a config class or instance that declares a :class:`Setting`."""
+    return {f.name: f.metadata[_SETTING] for f in dataclasses.fields(config) if _SETTING in f.metadata}
+
+
+def check_ranges(config: Any) -> None:
+    """Raise :class:`SettingOutOfRange` for the first field outside its declared range (None is
+    left to the field's own rules; NaN is outside every range)."""
+    for name, info in settings_info(config).items():
+        value = getattr(config, name)
+        if info.range is None or value is None:
+            continue
+        low, high = info.range
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            unit = f" {info.unit}" if info.unit else ""
+            shown = f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else repr(value)
+            raise SettingOutOfRange(f"{name} must be between {low:g} and {high:g}{unit}, got {shown}")
 
 
 def config_from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
@@ -22,6 +89,10 @@ def config_from_dict(cls: type, data: dict[str, Any] | None, where: str = "") ->
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}" if where else name) for name, value in data.items()}
     try:
         return cls(**kwargs)
+    except SettingOutOfRange as exc:
+        # The same words whichever way the value came (a preset file, a command-line flag, the
+        # app): the stage's table and the setting.
+        raise ResonateError(f"invalid settings in [{where.rsplit('.', 1)[-1] if where else cls.__name__}]: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ResonateError(f"invalid settings in [{where or cls.__name__}]: {exc}") from None
 

@@ -20,7 +20,7 @@ import errno
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,16 +82,27 @@ class OutputOptions:
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """What the user chose: a preset, per-stage overrides on top of it, and stages to bypass."""
+    """What the user chose: a preset, per-stage overrides on top of it, and stages to bypass.
+
+    ``skip`` None means the preset's own list (its ``skip`` key; none for the built-in presets);
+    a tuple is the whole list (the app's Bypass toggles start from the preset's and can undo it).
+    """
 
     preset: str = DEFAULT_PRESET
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    skip: tuple[str, ...] = ()
+    skip: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        skip = load_preset(self.preset).get("skip", ()) if self.skip is None else self.skip
+        object.__setattr__(self, "skip", tuple(skip))
         unknown = [s for s in self.skip if s not in STAGE_ORDER]
         if unknown:
             raise ResonateError(f"unknown stage '{unknown[0]}' (stages: {', '.join(STAGE_ORDER)})")
+
+    def bypassing(self, stages: Iterable[str]) -> ChainSettings:
+        """These settings with ``stages`` bypassed as well (the CLI's ``--skip`` adds to the preset's)."""
+        more = tuple(s for s in stages if s not in self.skip)
+        return dataclasses.replace(self, skip=self.skip + more) if more else self
 
 
 def stage_configs(settings: ChainSettings) -> dict[str, Any]:

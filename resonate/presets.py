@@ -1,7 +1,13 @@
-"""Named presets: TOML files in assets/presets/, one table per stage, user overrides on top."""
+"""Named presets: TOML files in assets/presets/, one table per stage, user overrides on top.
+
+A preset may also list stages to bypass (``skip = ["separate"]``); the engine honours it unless
+the settings name their own (see :class:`resonate.pipeline.ChainSettings`).
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,20 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         path = PRESETS_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise ResonateError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
+    st = path.stat()
+    # Read once per version of the file (the app asks for it several times on each rerun); a copy,
+    # so that no caller can change what the next one gets.
+    return copy.deepcopy(_read(str(path.resolve()), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _read(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            table = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise ResonateError(f"preset {path.name} is not valid TOML: {exc}") from None
+        raise ResonateError(f"preset {Path(path).name} is not valid TOML: {exc}") from None
+    skip = table.get("skip", [])
+    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+        raise ResonateError(f"preset {Path(path).name}: skip must be a list of stage names")
+    return table

@@ -21,6 +21,7 @@ from scipy import fft as sp_fft
 
 from resonate.audio.io import read_audio, read_blocks
 from resonate.chunking import OverlapAdd
+from resonate.config import check_ranges, setting
 from resonate.errors import ResonateError
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
@@ -30,7 +31,8 @@ SILENCE_DBFS = -80.0
 
 @dataclass(frozen=True)
 class DenoiseConfig:
-    strength: float = 0.4                       # noisereduce prop_decrease: 0 = off, 1 = full gating
+    strength: float = setting(0.4, label="Strength", range=(0.0, 1.0), step=0.05,   # noisereduce prop_decrease
+                              help="spectral gating amount: 0 = off, 1 = full gating")
     stationary: bool = True                     # False: adaptive (non-stationary) noise floor
     noise_start_s: float | None = None          # user-picked noise-only range; None = find the quietest stretch
     noise_end_s: float | None = None
@@ -43,8 +45,7 @@ class DenoiseConfig:
     overlap_seconds: float = 0.5
 
     def __post_init__(self):
-        if not 0.0 <= self.strength <= 1.0:
-            raise ValueError("strength must be between 0 and 1")
+        check_ranges(self)
         if (self.noise_start_s is None) != (self.noise_end_s is None):
             raise ValueError("give both noise_start_s and noise_end_s, or neither")
         if self.noise_start_s is not None and not 0 <= self.noise_start_s < self.noise_end_s:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from resonate.config import check_ranges, setting
 from resonate.dsp.limiter import HopPeaks, LimitedLoudness, TruePeakLimiter
 from resonate.dsp.loudness import LoudnessMeter, db_to_amplitude, gated_lufs
 from resonate.stages import register
@@ -30,20 +31,18 @@ MAX_PREDICTIONS = 6       # each reads the spooled stream once (only up to its l
 
 @dataclass(frozen=True)
 class LoudnessConfig:
-    target_lufs: float = -14.0
-    true_peak_dbtp: float = -1.0
+    target_lufs: float = setting(-14.0, label="Target loudness", unit="LUFS", range=(-60.0, 0.0), step=0.5,
+                                 help="integrated loudness: -14 streaming, -16 podcasts, -23 EBU R128")
+    true_peak_dbtp: float = setting(-1.0, label="True-peak ceiling", unit="dBTP", range=(-20.0, 0.0), step=0.1,
+                                    help="the true-peak limiter's ceiling")
     max_gain_db: float = 30.0
     lookahead_ms: float = 5.0
     release_ms: float = 80.0
-    max_compensation_db: float = 6.0   # extra gain into the limiter to make up what it takes
+    max_compensation_db: float = setting(6.0, label="Limiter compensation", unit="dB", range=(0.0, 24.0), step=0.5,
+                                         help="extra gain into the limiter to make up the loudness it takes")
 
     def __post_init__(self):
-        if not -60.0 <= self.target_lufs <= 0.0:
-            raise ValueError("target_lufs must be between -60 and 0")
-        if not -20.0 <= self.true_peak_dbtp <= 0.0:
-            raise ValueError("true_peak_dbtp must be between -20 and 0")
-        if not 0.0 <= self.max_compensation_db <= 24.0:
-            raise ValueError("max_compensation_db must be between 0 and 24")
+        check_ranges(self)
 
 
 @register

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pedalboard as pb
 
+from resonate.config import check_ranges, setting
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
@@ -28,24 +29,23 @@ class EQBand:
 @dataclass(frozen=True)
 class MasterConfig:
     highpass_hz: float | None = 30.0
-    low_shelf_hz: float = 120.0
-    low_shelf_db: float = 0.0
-    high_shelf_hz: float = 8000.0
-    high_shelf_db: float = 0.0
+    low_shelf_hz: float = setting(120.0, label="Low shelf", unit="Hz", range=(40.0, 400.0), step=5.0)
+    low_shelf_db: float = setting(0.0, label="Low shelf gain", unit="dB", range=(-12.0, 12.0), step=0.5)
+    high_shelf_hz: float = setting(8000.0, label="High shelf", unit="Hz", range=(2000.0, 16000.0), step=100.0)
+    high_shelf_db: float = setting(0.0, label="High shelf gain", unit="dB", range=(-12.0, 12.0), step=0.5)
     bands: tuple[EQBand, ...] = ()
     compressor: bool = True
-    comp_threshold_db: float = -20.0
-    comp_ratio: float = 1.8
-    comp_attack_ms: float = 15.0
-    comp_release_ms: float = 200.0
-    makeup_db: float = 0.0
+    comp_threshold_db: float = setting(-20.0, label="Compressor threshold", unit="dB", range=(-40.0, 0.0), step=0.5)
+    comp_ratio: float = setting(1.8, label="Compressor ratio", range=(1.0, 10.0), step=0.1)
+    comp_attack_ms: float = setting(15.0, label="Attack", unit="ms", range=(0.5, 100.0), step=0.5)
+    comp_release_ms: float = setting(200.0, label="Release", unit="ms", range=(10.0, 1000.0), step=10.0)
+    makeup_db: float = setting(0.0, label="Make-up gain", unit="dB", range=(-6.0, 12.0), step=0.5)
     limiter: bool = True
-    limiter_threshold_db: float = -1.0
+    limiter_threshold_db: float = setting(-1.0, label="Limiter ceiling", unit="dB", range=(-12.0, 0.0), step=0.1)
     limiter_release_ms: float = 100.0
 
     def __post_init__(self):
-        if self.comp_ratio < 1.0:
-            raise ValueError("comp_ratio must be at least 1")
+        check_ranges(self)
         for b in self.bands:
             if b.freq_hz <= 0 or b.q <= 0:
                 raise ValueError("EQ bands need a positive frequency and Q")

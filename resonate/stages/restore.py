@@ -13,6 +13,7 @@ import numpy as np
 
 from resonate.audio.resample import StreamResampler
 from resonate.chunking import Counter, exact_length
+from resonate.config import check_ranges, setting
 from resonate.device import needs_fixed_shapes
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.stages import register
@@ -23,15 +24,14 @@ STRENGTH_RANGE = (0.0, 1.0)
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    strength: float = 1.0          # 0 = bypass, 1 = fully restored (wet/dry mix); within STRENGTH_RANGE
+    strength: float = setting(1.0, label="Restoration strength (wet/dry)", range=STRENGTH_RANGE, step=0.05,
+                              help="wet/dry of the restoration model: 0 = original, 1 = fully restored")
     weights: str = ""              # a .safetensors file; empty = the shipped model
     chunk_seconds: float = 8.0
     overlap_seconds: float = 1.0
 
     def __post_init__(self):
-        low, high = STRENGTH_RANGE
-        if not low <= self.strength <= high:   # NaN fails too
-            raise ValueError(f"strength must be between {low:g} and {high:g}, got {self.strength:g}")
+        check_ranges(self)
 
 
 @register
