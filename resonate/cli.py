@@ -179,7 +179,7 @@ def _failure_message(exc: BaseException) -> tuple[str, int]:
 def cmd_restore(args) -> int:
     from tqdm import tqdm
 
-    from resonate.pipeline import ChainSettings, OutputOptions, process_file, stage_configs
+    from resonate.pipeline import ChainSettings, JobEnvironment, OutputOptions, process_file, stage_configs
 
     inputs = [Path(i) for i in args.inputs]
     fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
@@ -196,6 +196,8 @@ def cmd_restore(args) -> int:
             print(f"warning: {jobfiles.leftovers_message(removed)}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
+    # One environment for the batch: its model loader loads each model once for all the files.
+    env = JobEnvironment(device=args.device, models_dir=args.models_dir, cache_dir=args.cache_dir)
     reports, status = [], 0
     for src, dst, stems_dir in zip(inputs, targets, stems_dirs):
         bars: dict[str, tqdm] = {}
@@ -208,11 +210,8 @@ def cmd_restore(args) -> int:
             bar.update(int(fraction * 1000) - bar.n)
 
         try:
-            report = process_file(
-                src, dst, settings, output, device=args.device, models_dir=args.models_dir,
-                stems_dir=stems_dir, cache_dir=args.cache_dir, progress=progress,
-                warn=lambda m: print(f"warning: {m}", file=sys.stderr),
-            )
+            report = process_file(src, dst, settings, output, stems_dir=stems_dir, progress=progress,
+                                  warn=lambda m: print(f"warning: {m}", file=sys.stderr), env=env)
         except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, never stops a batch
             if args.debug:
                 raise

@@ -45,6 +45,7 @@ from resonate.config import config_from_dict, merge_config
 from resonate.device import pick_device, release_free_memory, tune_allocator
 from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError, StageUnavailable
+from resonate.modelcache import ModelLoader
 from resonate.presets import DEFAULT_PRESET, load_preset
 from resonate.stages import STAGE_ORDER, load_registry
 from resonate.stages.base import Stage, StageContext, TwoPassStage
@@ -188,7 +189,8 @@ class JobEnvironment:
     ``device`` is a name (auto, cpu, cuda, mps); ``models_dir`` a local folder of Demucs weights
     (offline use); ``cache_dir`` the stem cache (None: the default); ``work_dir`` the folder for
     the temporary spool (None: the system's temporary folder); ``block_frames`` the length of the
-    blocks read from the input and from the spool.
+    blocks read from the input and from the spool; ``models`` the loader the stages get their
+    models from (one loader for a batch loads each model once).
     """
 
     device: str = "auto"
@@ -196,6 +198,7 @@ class JobEnvironment:
     cache_dir: Path | None = None
     work_dir: Path | None = None
     block_frames: int = BLOCK_FRAMES
+    models: ModelLoader = field(default_factory=ModelLoader, compare=False)
 
     def __post_init__(self):
         for name in ("models_dir", "cache_dir", "work_dir"):
@@ -335,7 +338,7 @@ def _stage_context(job: _Job, env: JobEnvironment, dev: Any) -> StageContext:
         sample_rate=job.info.sample_rate, channels=job.info.channels, total_frames=job.info.frames, device=dev,
         models_dir=env.models_dir, input_path=job.src, stems_dir=job.stems_dir,
         output_format={"format": output.format, "bit_depth": output.bit_depth, "mp3_bitrate": output.mp3_bitrate},
-        cache_dir=env.cache_dir, warn=job.warn,
+        cache_dir=env.cache_dir, warn=job.warn, models=env.models,
     )
 
 

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from resonate.modelcache import ModelLoader
+
 ProgressFn = Callable[[str, float], None]
 
 log = logging.getLogger("resonate")
@@ -37,6 +39,8 @@ class StageContext:
     output_format: dict[str, Any] = field(default_factory=dict)  # format/bit_depth/mp3_bitrate for side outputs
     cache_dir: Path | None = None
     warn: Callable[[str], None] = log.warning
+    # The job environment's loader (models load once per environment); one made by hand keeps nothing.
+    models: ModelLoader = field(default_factory=lambda: ModelLoader(max_entries=0))
 
 
 class Stage(ABC):

@@ -47,7 +47,7 @@ class RestoreStage(Stage):
         if not path.exists():
             raise StageUnavailable(f"restore model weights not found at {path}")
         try:
-            model = load_model(path, ctx.device)
+            model = ctx.models.load(load_model, path, ctx.device)
         except ResonateError as exc:
             raise StageUnavailable(str(exc)) from exc
         self.ctx = ctx

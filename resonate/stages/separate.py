@@ -124,7 +124,7 @@ class SeparateStage(Stage):
 
     def _load(self) -> None:
         cfg = self.config
-        self.model = load_model(cfg.model, self.ctx.models_dir)
+        self.model = self.ctx.models.load(load_model, cfg.model, self.ctx.models_dir)
         self.info = describe(self.model, cfg.model)
         segment = cfg.segment
         if segment is not None and segment > self.info.max_segment:
