@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from resonate.dsp.spectral_gate import spectral_gate
 from resonate.stages.base import StageContext
-from resonate.stages.denoise import DenoiseConfig, DenoiseStage, spectral_gate
+from resonate.stages.denoise import DenoiseConfig, DenoiseStage
 from resonate.stages.master import EQBand, MasterConfig, MasterStage
 
 SR = 44100
@@ -87,7 +88,7 @@ def test_stationary_gate_matches_noisereduce(strength, with_clip):
     cfg = DenoiseConfig()
     x = tone_mix(4, SR, 2, noise=0.05, seed=4)
     noise = (0.05 * np.random.default_rng(9).standard_normal((2, SR))).astype(np.float32) if with_clip else None
-    ours = spectral_gate(x, SR, strength, True, noise, cfg)
+    ours = spectral_gate(x, SR, strength, True, noise, cfg.gate)
     ref = nr.reduce_noise(
         y=x, sr=SR, stationary=True, y_noise=noise, prop_decrease=strength, n_std_thresh_stationary=cfg.threshold_std,
         n_fft=cfg.n_fft, hop_length=cfg.n_fft // 4, freq_mask_smooth_hz=(cfg.freq_smooth_bins + 0.01) * SR / (cfg.n_fft / 2),

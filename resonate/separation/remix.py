@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from resonate.chunking import OverlapAdd
+from resonate.dsp.spectral_gate import GateParams, spectral_gate
 from resonate.errors import ResonateError
-from resonate.stages.denoise import DenoiseConfig, spectral_gate
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,13 @@ class StemProcessor:
     """
 
     def __init__(self, sources: list[str], settings: Mapping[str, StemSettings], sample_rate: int,
-                 gate_config: DenoiseConfig | None = None):
+                 gate: GateParams | None = None, window_seconds: float = 10.0, overlap_seconds: float = 0.5):
         self.sources = sources
         self.sample_rate = sample_rate
         self.strengths = [settings[s].denoise for s in sources]
         self.gains = np.array([settings[s].gain for s in sources], dtype=np.float32)
-        self.gate_config = gate_config or DenoiseConfig()
+        self.gate = gate or GateParams()
+        self.window_seconds, self.overlap_seconds = window_seconds, overlap_seconds
 
     @property
     def gates_anything(self) -> bool:
@@ -96,14 +97,13 @@ class StemProcessor:
         out = np.array(stems, dtype=np.float32, copy=True)
         for i, strength in enumerate(self.strengths):
             if strength > 0:
-                out[i] = spectral_gate(stems[i], self.sample_rate, strength, True, None, self.gate_config)
+                out[i] = spectral_gate(stems[i], self.sample_rate, strength, True, None, self.gate)
         return out
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         if self.gates_anything:
-            cfg = self.gate_config
-            window = int(cfg.window_seconds * self.sample_rate)
-            overlap = int(cfg.overlap_seconds * self.sample_rate)
+            window = int(self.window_seconds * self.sample_rate)
+            overlap = int(self.overlap_seconds * self.sample_rate)
             blocks = OverlapAdd(self.gate_window, window, overlap, fixed_shape=False).stream(blocks)
         for b in blocks:
             yield b * self.gains[:, None, None]

@@ -1,6 +1,6 @@
 """Stream a generated long show through the separate stage with the tiny model, for memory checks.
 
-    /usr/bin/time -v python -m resonate.separation.longshow 20 /tmp/longshow [--preset concert]
+    /usr/bin/time -v .venv/bin/python scripts/longshow.py 20 /tmp/longshow [--preset concert]
 
 Writes a stereo 44.1 kHz 16-bit file of the given length (once), a tiny model folder and a cache
 folder under the work folder, empties the cache, runs the stage block by block as the pipeline does and prints
@@ -10,6 +10,7 @@ the time and the stage report. Peak RSS comes from ``/usr/bin/time -v``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +18,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from resonate.audio.io import read_blocks
-from resonate.separation.cache import clear_cache
-from resonate.separation.testing import make_tiny_htdemucs_repo
-from resonate.stages.base import StageContext
-from resonate.stages.separate import SeparateConfig, SeparateStage
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from resonate.audio.io import read_blocks  # noqa: E402
+from resonate.separation.cache import clear_cache  # noqa: E402
+from resonate.separation.testing import make_tiny_htdemucs_repo  # noqa: E402
+from resonate.stages.base import StageContext  # noqa: E402
+from resonate.stages.separate import SeparateConfig, SeparateStage  # noqa: E402
 
 SR = 44100
 
