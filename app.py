@@ -1,6 +1,9 @@
 """Resonate's app: `make run` (or `streamlit run app.py`) serves it on http://127.0.0.1:8501.
 
-Only this file, ``pages/`` and ``resonate/ui/`` import Streamlit; the engine stays UI-free.
+Only this file, ``app_pages/`` and ``resonate/ui/`` import Streamlit; the engine stays UI-free. The
+pages' folder is not named ``pages/``: Streamlit would take that for an old-style multipage app
+and run a page on its own when a deep link is the first request; under another name every page
+runs through the navigation below.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ if prefs_problem():
     st.warning(prefs_problem(), icon=":material/warning:")
 
 pages = [
-    st.Page("pages/restore.py", title="Restore", icon=":material/graphic_eq:", default=True),
-    st.Page("pages/batch.py", title="Batch", icon=":material/library_music:"),
-    st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
-    st.Page("pages/about.py", title="About", icon=":material/info:"),
+    st.Page("app_pages/restore.py", title="Restore", icon=":material/graphic_eq:", default=True),
+    st.Page("app_pages/batch.py", title="Batch", icon=":material/library_music:"),
+    st.Page("app_pages/settings.py", title="Settings", icon=":material/settings:"),
+    st.Page("app_pages/about.py", title="About", icon=":material/info:"),
 ]
 st.navigation(pages).run()

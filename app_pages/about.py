@@ -9,9 +9,6 @@ from pathlib import Path
 import streamlit as st
 
 from resonate.stages import STAGE_ORDER, load_registry
-from resonate.ui.entry import require_entrypoint
-
-require_entrypoint()
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CARD = ROOT / "resonate" / "models" / "weights" / "MODEL_CARD.md"

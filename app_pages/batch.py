@@ -14,7 +14,6 @@ import streamlit as st
 from resonate.audio.io import READ_EXTENSIONS, output_suffix
 from resonate.ui import history, numbers
 from resonate.ui.controls import Controls, build_settings
-from resonate.ui.entry import require_entrypoint
 from resonate.ui.results import MIME, ab_player, download_name
 from resonate.ui.runner import format_seconds, notice, run_job
 from resonate.ui.session import (
@@ -26,8 +25,6 @@ from resonate.ui.session import (
     spool_upload,
     zip_files,
 )
-
-require_entrypoint()
 
 RUNNING = "batch.running"
 SHOWN = "batch.result"              # the job folder of the batch shown below the controls

@@ -14,7 +14,6 @@ from resonate.errors import ResonateError
 from resonate.stages import load_registry
 from resonate.ui import history
 from resonate.ui.controls import Controls, build_settings
-from resonate.ui.entry import require_entrypoint
 from resonate.ui.results import download_name, show_result
 from resonate.ui.runner import format_seconds, run_job
 from resonate.ui.session import (
@@ -27,8 +26,6 @@ from resonate.ui.session import (
     spool_upload,
     zip_files,
 )
-
-require_entrypoint()
 
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 RUNNING = "restore.running"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import streamlit as st
 
 from resonate.device import DEVICE_CHOICES, available_devices
-from resonate.ui.entry import require_entrypoint
 from resonate.ui.models import clear_model_cache
 from resonate.ui.session import (
     Prefs,
@@ -20,8 +19,6 @@ from resonate.ui.session import (
     prefs_problems,
     save_prefs,
 )
-
-require_entrypoint()
 
 OUTCOME = "settings.outcome"        # (kind, message) of the last button pressed
 

@@ -18,7 +18,7 @@ from resonate.ui.history import read_run
 from resonate.ui.models import install_model_cache, uninstall_model_cache
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ("pages/restore.py", "pages/batch.py", "pages/settings.py", "pages/about.py")
+PAGES = ("app_pages/restore.py", "app_pages/batch.py", "app_pages/settings.py", "app_pages/about.py")
 TIMEOUT_S = 240
 
 
@@ -217,12 +217,12 @@ def test_a_settings_file_that_is_not_an_object_falls_back_to_defaults(app_env, t
         at = started(page)
         warnings = [w.value for w in at.warning]
         assert any("could not be used" in w and "Defaults are in use" in w for w in warnings), (page, warnings)
-        if page == "pages/settings.py":
+        if page == "app_pages/settings.py":
             assert widget(at, "radio", "settings.device").value == "auto"
 
 
 def test_settings_are_validated_before_saving(app_env, tmp_path):
-    at = started("pages/settings.py")
+    at = started("app_pages/settings.py")
     widget(at, "text_input", "settings.models_dir").set_value(str(tmp_path / "no such folder"))
     button(at, "Save settings").click().run()
     assert not at.success and "does not exist" in at.error[0].value
@@ -236,11 +236,11 @@ def test_settings_are_validated_before_saving(app_env, tmp_path):
 
 def test_a_broken_settings_file_is_replaced_by_saving(app_env, tmp_path):
     (tmp_path / "app.json").write_text("[]")
-    at = started("pages/settings.py")
+    at = started("app_pages/settings.py")
     assert at.warning
     button(at, "Save settings").click().run()
     assert at.success and json.loads((tmp_path / "app.json").read_text())["device"] == "auto"
-    at.switch_page("pages/about.py").run()
+    at.switch_page("app_pages/about.py").run()
     assert not at.warning
 
 
@@ -339,7 +339,7 @@ def test_batch_processes_two_files_with_per_file_downloads_warnings_and_ab(app_e
     damaged = tone_mix(2.0, seed=3).T * 0.5
     damaged[1000] = np.nan                                  # the engine replaces it and warns
     soundfile.write(str(folder / "one.wav"), damaged, 44100, subtype="FLOAT")
-    at = started("pages/batch.py")
+    at = started("app_pages/batch.py")
     at.file_uploader[0].set_value([("one.wav", wav_bytes(3.0, 1), "audio/wav"),
                                    ("two.wav", wav_bytes(3.0, 2), "audio/wav")]).run()
     widget(at, "text_input", "batch.folder").set_value(str(folder)).run()
@@ -366,7 +366,7 @@ def test_batch_processes_two_files_with_per_file_downloads_warnings_and_ab(app_e
     again = AppTest.from_file(APP, default_timeout=TIMEOUT_S)      # a reload: the batch is still there
     again.query_params["session"] = Path(at.session_state["session_dir"]).name
     again.run()
-    again.switch_page("pages/batch.py").run()
+    again.switch_page("app_pages/batch.py").run()
     assert not again.exception and again.table[0].value.equals(table)
     assert len(again.get("download_button")) == 4
 
@@ -385,7 +385,7 @@ def test_an_interrupted_batch_leaves_nothing_behind(app_env, monkeypatch):
             raise StopException()
         update(self, stage, fraction)
 
-    at = started("pages/batch.py")
+    at = started("app_pages/batch.py")
     at.file_uploader[0].set_value([("one.wav", wav_bytes(3.0, 1), "audio/wav"),
                                    ("two.wav", wav_bytes(3.0, 2), "audio/wav")]).run()
     widget(at, "toggle", "batch.cfg.separate.bypass").set_value(True).run()
@@ -442,7 +442,7 @@ def test_save_as_preset_writes_a_toml_that_the_app_and_the_engine_load_back(app_
 
 
 def test_about_page_is_for_users_not_developers(app_env):
-    at = started("pages/about.py")
+    at = started("app_pages/about.py")
     text = "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info])
     for stage in ("Separate", "Denoise", "Restore", "Master", "Loudness"):
         assert f"**{stage}**" in text

@@ -96,7 +96,7 @@ def nav_labels(driver) -> list[str]:
 
 def test_restore_page_renders_in_chromium(served_app, browser):
     # A deep link as the very first request must still get the app's navigation (the link text
-    # follows the icon's name), not the pages/ folder run on its own.
+    # follows the icon's name), not the page run on its own.
     browser.get(f"{served_app}/about")
     WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "About Resonate" in d.page_source)
     WebDriverWait(browser, 10).until(lambda d: nav_labels(d) == ["Restore", "Batch", "Settings", "About"])

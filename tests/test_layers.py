@@ -34,3 +34,15 @@ def test_a_layer_imports_nothing_above_it(layer, forbidden):
            if name.startswith(forbidden)}
     assert not bad
 
+
+
+def test_the_app_uses_only_streamlit_public_api():
+    """No private Streamlit modules (``streamlit.runtime`` and the like change between releases and
+    Streamlit is not pinned), and no ``pages/`` folder beside app.py, which would make Streamlit
+    run a deep-linked page on its own instead of through app.py's navigation."""
+    root = PACKAGE.parent
+    files = [root / "app.py", *sorted((root / "app_pages").glob("*.py")), *sorted((PACKAGE / "ui").glob("*.py"))]
+    private = {f"{path.relative_to(root)}: {name}" for path in files for name in imported_modules(path)
+               if name.startswith("streamlit.") and not name.startswith(("streamlit.testing", "streamlit.components.v1"))}
+    assert not private
+    assert not (root / "pages").exists()

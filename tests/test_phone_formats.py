@@ -216,5 +216,5 @@ def test_the_uploaders_offer_the_phone_formats(tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
     at.run()
     assert set(READ_EXTENSIONS) <= set(at.file_uploader[0].allowed_type)          # Restore (+ aliases)
-    at.switch_page("pages/batch.py").run()
+    at.switch_page("app_pages/batch.py").run()
     assert set(READ_EXTENSIONS) <= set(at.file_uploader[0].allowed_type)          # Batch

@@ -1,1 +1,1 @@
-"""The Streamlit app's building blocks. With app.py and pages/, the only code that imports Streamlit."""
+"""The Streamlit app's building blocks. With app.py and app_pages/, the only code that imports Streamlit."""
