@@ -53,7 +53,7 @@ def run_fuse(args) -> int:
 
     infos = [probe(r) for r in recordings]
     fmt = args.format or ("mp3" if args.output.lower().endswith(".mp3") else "wav")
-    settings = ChainSettings(preset=args.preset, overrides=cli._overrides(args), skip=tuple(args.skip))
+    settings = ChainSettings(preset=args.preset, overrides=cli._overrides(args)).bypassing(args.skip)
     output = OutputOptions(format=fmt, bit_depth=args.bit_depth, mp3_bitrate=args.mp3_bitrate,
                            sample_rate=args.sample_rate)
     stage_configs(settings)
