@@ -14,10 +14,10 @@ import streamlit as st
 from resonate.audio.io import READ_EXTENSIONS, output_suffix
 from resonate.ui import history, numbers
 from resonate.ui.controls import Controls, build_settings
+from resonate.ui.delivery import deliver
 from resonate.ui.results import MIME, ab_player, download_name
 from resonate.ui.runner import format_seconds, notice, run_job
 from resonate.ui.session import (
-    copy_atomic,
     load_prefs,
     new_job_dir,
     optional_path,
@@ -115,7 +115,6 @@ def run(files: list[tuple[Path, str]], settings, output) -> None:
     st.session_state[JOB] = str(job)
     finished = False
     try:
-        out_dir = optional_path(prefs.output_dir)
         rows = [row(name, "queued") for _, name in files]
         table = st.empty()
         overall = st.progress(0.0, text=f"0 of {len(files)} files")
@@ -131,11 +130,9 @@ def run(files: list[tuple[Path, str]], settings, output) -> None:
                 rows[i] = row(name, f"failed: {error}")
                 results.append({"name": name, "input": str(src), "error": error})
             else:
-                if out_dir is not None:
-                    try:
-                        copy_atomic(dst, out_dir)
-                    except OSError as exc:
-                        warnings.append(f"not copied to the default output folder {out_dir}: {exc.strerror or exc}")
+                done = deliver(dst, report, prefs)
+                if done.copy_error:
+                    warnings.append(done.copy_error)
                 count = len(warnings)
                 rows[i] = row(name, "done" + (f", {count} warning{'s' if count > 1 else ''}" if count else ""), report)
                 results.append({"name": name, "input": str(src), "output": str(dst), "warnings": warnings,

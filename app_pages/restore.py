@@ -14,17 +14,15 @@ from resonate.errors import ResonateError
 from resonate.stages import load_registry
 from resonate.ui import history
 from resonate.ui.controls import Controls, build_settings
+from resonate.ui.delivery import deliver
 from resonate.ui.results import download_name, show_result
 from resonate.ui.runner import format_seconds, run_job
 from resonate.ui.session import (
     DEMO_CLIP,
-    copy_atomic,
     load_prefs,
     new_job_dir,
-    optional_path,
     session_dir,
     spool_upload,
-    zip_files,
 )
 
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
@@ -154,21 +152,15 @@ def run(settings, output) -> None:
         if report is None:
             st.session_state["restore.error"] = f"Could not restore {current['name']}: {error}"
             return
-        (job / "report.json").write_text(json.dumps(report, indent=2))
-        stems = sorted(p for p in stems_dir.iterdir() if p.is_file()) if stems_dir and stems_dir.is_dir() else []
-        saved, copy_error = None, None
-        out_dir = optional_path(prefs.output_dir)
-        if out_dir is not None:
-            try:
-                saved = str(copy_atomic(dst, out_dir))
-            except OSError as exc:
-                # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
-                copy_error = f"The master was not copied to the default output folder {out_dir}: {exc.strerror or exc}."
+        done = deliver(dst, report, prefs, report_path=job / "report.json", stems_dir=stems_dir)
         label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
         history.write_run(job, {
             "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
-            "stems": [str(p) for p in stems], "stems_zip": str(zip_files(stems, job / "stems.zip")) if stems else None,
-            "format_label": label.replace("32f-bit", "32-bit float"), "saved_copy": saved, "copy_error": copy_error,
+            "stems": [str(p) for p in done.stems], "stems_zip": str(done.stems_zip) if done.stems_zip else None,
+            "format_label": label.replace("32f-bit", "32-bit float"),
+            "saved_copy": str(done.saved_copy) if done.saved_copy else None,
+            # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
+            "copy_error": f"The master was {done.copy_error}." if done.copy_error else None,
             "settings": history.settings_record(settings, output),
             "fingerprint": history.fingerprint(src, settings, output),
         })
