@@ -124,7 +124,7 @@ def test_a_preset_file_is_read_once_per_version(tmp_path, monkeypatch):
 def test_the_app_refuses_an_out_of_range_value_with_the_same_error(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from resonate.ui.models import uninstall_model_cache
+    from resonate.ui.models import clear_model_cache
 
     monkeypatch.setenv("RESONATE_APP_CONFIG", str(tmp_path / "app.json"))
     monkeypatch.setenv("RESONATE_SESSIONS_DIR", str(tmp_path / "sessions"))
@@ -132,10 +132,16 @@ def test_the_app_refuses_an_out_of_range_value_with_the_same_error(tmp_path, mon
     try:
         at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=240)
         at.run()
+        # The sliders span exactly the ranges the engine accepts, labelled from the same declaration.
+        loudness = load_registry()["loudness"].Config
+        for name in ("target_lufs", "true_peak_dbtp"):
+            slider = next(w for w in at.slider if w.key == f"restore.cfg.loudness.{name}")
+            info = settings_info(loudness)[name]
+            assert (slider.min, slider.max, slider.label) == (*info.range, info.title)
         next(w for w in at.toggle if w.key == "restore.cfg.loudness.advanced").set_value(True).run()
         next(w for w in at.number_input if w.key == "restore.cfg.loudness.max_compensation_db").set_value(30.0).run()
         assert not at.exception, [e.value for e in at.exception]
         assert OUT_OF_RANGE in [e.value for e in at.error]
     finally:
-        uninstall_model_cache()
+        clear_model_cache()
 

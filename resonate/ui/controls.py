@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
 from resonate.audio.io import BIT_DEPTHS, MP3_BITRATES
-from resonate.config import config_to_dict
+from resonate.config import Setting, config_to_dict, setting_info
 from resonate.errors import ResonateError
 from resonate.pipeline import ChainSettings, OutputOptions, stage_configs
 from resonate.presets import load_preset
@@ -39,45 +38,18 @@ STAGE_TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Slider:
-    label: str
-    lo: float
-    hi: float
-    step: float
-    help: str | None = None
-
-
-# The headline controls of each stage; anything not listed here is under "Advanced".
-FIELDS: dict[str, dict[str, Slider | None]] = {
-    "separate": {"model": None, "preset": None, "gains_db": None, "denoise": None},
-    "denoise": {
-        "strength": Slider("Strength", 0.0, 1.0, 0.05, "0 = off, 1 = full spectral gating"),
-        "stationary": None,
-        "noise_start_s": None, "noise_end_s": None,
-    },
-    "restore": {"strength": Slider("Restoration strength (wet/dry)", 0.0, 1.0, 0.05,
-                                   "0 = original, 1 = fully restored")},
-    "master": {
-        "highpass_hz": None,
-        "low_shelf_hz": Slider("Low shelf (Hz)", 40.0, 400.0, 5.0),
-        "low_shelf_db": Slider("Low shelf gain (dB)", -12.0, 12.0, 0.5),
-        "high_shelf_hz": Slider("High shelf (Hz)", 2000.0, 16000.0, 100.0),
-        "high_shelf_db": Slider("High shelf gain (dB)", -12.0, 12.0, 0.5),
-        "bands": None,
-        "compressor": None,
-        "comp_threshold_db": Slider("Compressor threshold (dB)", -40.0, 0.0, 0.5),
-        "comp_ratio": Slider("Compressor ratio", 1.0, 10.0, 0.1),
-        "comp_attack_ms": Slider("Attack (ms)", 0.5, 100.0, 0.5),
-        "comp_release_ms": Slider("Release (ms)", 10.0, 1000.0, 10.0),
-        "makeup_db": Slider("Make-up gain (dB)", -6.0, 12.0, 0.5),
-        "limiter": None,
-        "limiter_threshold_db": Slider("Limiter ceiling (dB)", -12.0, 0.0, 0.1),
-    },
-    "loudness": {
-        "target_lufs": Slider("Target loudness (LUFS)", -30.0, -6.0, 0.5, "-14 streaming, -16 podcasts, -23 EBU R128"),
-        "true_peak_dbtp": Slider("True-peak ceiling (dBTP)", -6.0, 0.0, 0.1),
-    },
+# The headline controls of each stage, in order; anything not listed here is under "Advanced".
+# Labels, units, help, ranges and steps come from the config fields themselves
+# (resonate.config.setting): a setting with a range and a step is a slider over exactly the
+# values the engine accepts.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "separate": ("model", "preset", "gains_db", "denoise"),
+    "denoise": ("strength", "stationary", "noise_start_s", "noise_end_s"),
+    "restore": ("strength",),
+    "master": ("highpass_hz", "low_shelf_hz", "low_shelf_db", "high_shelf_hz", "high_shelf_db", "bands",
+               "compressor", "comp_threshold_db", "comp_ratio", "comp_attack_ms", "comp_release_ms", "makeup_db",
+               "limiter", "limiter_threshold_db"),
+    "loudness": ("target_lufs", "true_peak_dbtp"),
 }
 
 
@@ -135,7 +107,7 @@ class Controls:
         return ChainSettings(preset, overrides, tuple(skip))
 
     def _stage(self, stage: str, config: Any, duration_s: float | None) -> dict[str, Any]:
-        headline = FIELDS.get(stage, {})
+        headline = FIELDS.get(stage, ())
         values: dict[str, Any] = {}
         special = getattr(self, f"_{stage}_special", None)
         if special is not None:
@@ -143,26 +115,29 @@ class Controls:
         hints = typing.get_type_hints(type(config))
         for f in dataclasses.fields(config):
             if f.name in headline and f.name not in values:
-                values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name), headline[f.name])
+                values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name),
+                                             setting_info(config, f.name), slider=True)
         rest = [f for f in dataclasses.fields(config) if f.name not in headline]
         if rest:
             advanced_key = self.key(stage, "advanced")
             if st.toggle("Advanced", key=advanced_key, disabled=self.disabled, **self._initial(advanced_key, False)):
                 for f in rest:
-                    values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name), None)
+                    values[f.name] = self._field(stage, f.name, hints[f.name], getattr(config, f.name),
+                                                 setting_info(config, f.name))
         return values
 
-    def _field(self, stage: str, name: str, hint: Any, value: Any, spec: Slider | None) -> Any:
+    def _field(self, stage: str, name: str, hint: Any, value: Any, spec: Setting | None, slider: bool = False) -> Any:
         key = self.key(stage, name)
-        label = spec.label if spec else name.replace("_", " ").capitalize()
-        kw = dict(key=key, disabled=self.disabled, help=spec.help if spec else None)
+        label = spec.title if spec else name.replace("_", " ").capitalize()
+        kw = dict(key=key, disabled=self.disabled, help=(spec.help or None) if spec else None)
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
         core = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
         if core is bool:
             return st.toggle(label, **kw, **self._initial(key, bool(value)))
-        if spec is not None and core in (int, float) and value is not None:
-            v = min(max(float(value), spec.lo), spec.hi)
-            return st.slider(label, spec.lo, spec.hi, step=spec.step, **kw, **self._initial(key, v))
+        if slider and spec is not None and spec.range and spec.step and core in (int, float) and value is not None:
+            lo, hi = (float(x) for x in spec.range)
+            v = min(max(float(value), lo), hi)     # the engine refused anything outside already
+            return st.slider(label, lo, hi, step=float(spec.step), **kw, **self._initial(key, v))
         if core is int:
             return st.number_input(label, step=1, **kw, **self._initial(key, value))
         if core is float:
