@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from resonate.ui.models import install_model_cache
 from resonate.ui.session import keep_widget_state, load_prefs, prefs_problem, session_dir
 
 st.set_page_config(page_title="Resonate", page_icon=":material/graphic_eq:", layout="wide")
-install_model_cache()
 keep_widget_state()
 session_dir()           # marks this session's folder as in use, on every run
 load_prefs()

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from resonate.audio.io import READ_EXTENSIONS, probe
 from resonate.ui.history import read_run
-from resonate.ui.models import install_model_cache, uninstall_model_cache
+from resonate.ui.models import clear_model_cache
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("app_pages/restore.py", "app_pages/batch.py", "app_pages/settings.py", "app_pages/about.py")
@@ -33,8 +33,8 @@ def app_env(tmp_path, monkeypatch):
     def write_prefs(**values) -> None:
         prefs.write_text(json.dumps(values))
     yield write_prefs
-    # The app routed the stages' model loading through its cache; other tests get the engine's own.
-    uninstall_model_cache()
+    # The app's models are kept for the server process; the next test starts without them.
+    clear_model_cache()
 
 
 def wav_bytes(seconds: float, seed: int) -> bytes:
@@ -452,22 +452,15 @@ def test_about_page_is_for_users_not_developers(app_env):
         assert dev not in text, dev
 
 
-def test_models_load_once_and_failures_are_remembered(tmp_path, monkeypatch):
-    from resonate.errors import StageUnavailable
-    from resonate.separation.testing import make_tiny_htdemucs_repo
-    from resonate.stages import separate
+def test_models_load_once_per_server_for_every_session(app_env, monkeypatch):
+    """The app hands every job its one model loader: a second session's run loads nothing again."""
+    import resonate.models.io as restore_io
 
     calls = []
-    engine_loader = separate.load_model
-    monkeypatch.setattr(separate, "load_model", lambda *a, **k: calls.append(a) or engine_loader(*a, **k))
-    install_model_cache()
-    try:
-        repo = make_tiny_htdemucs_repo(tmp_path / "models")
-        first = separate.load_model("htdemucs", repo)
-        assert separate.load_model("htdemucs", repo) is first and len(calls) == 1
-        for _ in range(2):
-            with pytest.raises(StageUnavailable):
-                separate.load_model("htdemucs", tmp_path / "missing")
-        assert len(calls) == 2
-    finally:
-        uninstall_model_cache()
+    real = restore_io.load_model
+    monkeypatch.setattr(restore_io, "load_model", lambda *a: calls.append(a) or real(*a))
+    clear_model_cache()
+    first = run_upload(started())
+    second = run_upload(started(), name="other.wav")
+    assert shown(first)["report"]["stages"][2]["model"] and shown(second)["report"]["stages"][2]["model"]
+    assert len(calls) == 1

@@ -15,8 +15,9 @@ from typing import Any
 import streamlit as st
 
 from resonate.errors import ResonateError
-from resonate.pipeline import ChainSettings, OutputOptions, process_file
-from resonate.stages import STAGE_ORDER, load_registry
+from resonate.pipeline import ChainSettings, JobEnvironment, OutputOptions, process_file
+from resonate.stages import STAGE_ORDER, TwoPassStage, load_registry
+from resonate.ui.models import model_loader
 from resonate.ui.session import Prefs, optional_path
 
 REFRESH_S = 0.25        # at most four updates a second per line: the browser need not see every block
@@ -162,7 +163,7 @@ def run_job(src: Path, dst: Path, settings: ChainSettings, output: OutputOptions
     """Process one file inside ``st.status``: (report, None), or (None, the error shown to the user)."""
     registry = load_registry()
     stages = [s for s in STAGE_ORDER if s in registry]
-    two_pass = {s for s in stages if getattr(registry[s], "two_pass", False)}
+    two_pass = {s for s in stages if issubclass(registry[s], TwoPassStage)}
     with st.status(f"{label} {src.name}…", expanded=True) as status:
         progress = StageProgress(stages, set(settings.skip), two_pass)
 
@@ -175,11 +176,10 @@ def run_job(src: Path, dst: Path, settings: ChainSettings, output: OutputOptions
                 on_warning(msg)
 
         try:
-            report = process_file(
-                src, dst, settings, output, device=prefs.device, models_dir=optional_path(prefs.models_dir),
-                stems_dir=stems_dir, cache_dir=optional_path(prefs.cache_dir), progress=progress.update, warn=warn,
-                work_dir=dst.parent,
-            )
+            env = JobEnvironment(device=prefs.device, models_dir=optional_path(prefs.models_dir),
+                                 cache_dir=optional_path(prefs.cache_dir), work_dir=dst.parent, models=model_loader())
+            report = process_file(src, dst, settings, output, stems_dir=stems_dir, progress=progress.update,
+                                  warn=warn, env=env)
         except ResonateError as exc:
             status.update(label=f"Could not restore {src.name}", state="error", expanded=True)
             st.error(str(exc))
