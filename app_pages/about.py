@@ -63,16 +63,17 @@ def model_section() -> None:
     st.markdown(
         "The **Restore** stage is a small neural network made for Resonate. It looks at the spectrum of the "
         "recording and learns, for each moment and frequency, how much to keep, turn down or put back: "
-        "it removes echo, crowd noise and the colouring of PAs and phone microphones, and undoes a good "
-        "part of a phone's dull, boxy sound. It runs on your computer, on the CPU if there is no GPU, at many "
-        "times real time.")
-    st.markdown("**What it learned from.** Music rendered from public-domain scores and freely licensed "
-                "tracks, played in simulated halls and clubs, mixed with synthetic and recorded crowds, and "
-                "degraded the way phones and PAs degrade sound. No one's concert recordings were used.")
+        "above all it turns down crowd noise (chatter, applause, cheering) under the music and between "
+        "songs, and it works the same however loud or quiet the recording is. It runs on your computer, on "
+        "the CPU if there is no GPU, at many times real time.")
+    st.markdown("**What it learned from.** About a hundred freely licensed tracks, played through simulated "
+                "PAs into measured and simulated halls, churches, arenas, clubs and outdoor stages, mixed with "
+                "synthetic crowds, and degraded the way phones and codecs degrade sound. No one's concert "
+                "recordings were used.")
     st.markdown("**What to expect.** It learned from simulated recordings only, and real halls, crowds and "
                 "phones differ: most recordings come out clearer, some barely change, and a few can sound more "
-                "processed. It was not taught what belongs in the very top octave (above about 16 kHz), and it "
-                "knows instruments better than voices. If a result sounds processed, lower the restoration "
+                "processed. It takes away echo and the PA's colouring only a little, it was not taught what belongs "
+                "in the very top octave (above about 16 kHz), and it knows instruments better than voices. If a result sounds processed, lower the restoration "
                 "strength or bypass the stage: the rest of the chain still helps. Always compare with the A/B "
                 "player before you keep a master.")
     card = MODEL_CARD.read_text() if MODEL_CARD.is_file() else ""

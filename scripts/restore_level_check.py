@@ -11,9 +11,13 @@ scaling, dB relative to the output: -57 dB means the model only scaled its input
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resonate.models.inference import Restorer
 from resonate.models.io import load_model
