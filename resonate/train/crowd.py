@@ -74,19 +74,28 @@ def babble(rng: np.random.Generator, n: int, sr: int, bank: list[np.ndarray], ta
     return out
 
 
+def _clapper_band(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """One person's clap colour: a band-pass around 700-3000 Hz (second-order sections)."""
+    centre = rng.uniform(700, 3000)
+    return signal.butter(2, [centre / 1.8, min(centre * 1.8, sr / 2 - 100)], "bandpass", fs=sr, output="sos")
+
+
+def _clap(rng: np.random.Generator, sos: np.ndarray, sr: int) -> np.ndarray:
+    """One clap: 30 ms of band-passed noise decaying in 4-12 ms."""
+    t = np.arange(int(0.03 * sr)) / sr
+    return signal.sosfilt(sos, rng.standard_normal(len(t))) * np.exp(-t / rng.uniform(0.004, 0.012))
+
+
 def applause(rng: np.random.Generator, n: int, sr: int, clappers: int) -> np.ndarray:
     """Dense trains of short band-passed noise bursts, one train per person."""
     out = np.zeros(n + sr // 10)
-    clap_len = int(0.03 * sr)
-    t = np.arange(clap_len) / sr
     for _ in range(clappers):
-        centre = rng.uniform(700, 3000)
-        sos = signal.butter(2, [centre / 1.8, min(centre * 1.8, sr / 2 - 100)], "bandpass", fs=sr, output="sos")
+        sos = _clapper_band(rng, sr)
         rate = rng.uniform(3.0, 7.0)
         level = float(10 ** rng.uniform(-1.0, 0.0))
         pos = rng.uniform(0, 1.0 / rate)
         while pos * sr < n:
-            burst = signal.sosfilt(sos, rng.standard_normal(clap_len)) * np.exp(-t / rng.uniform(0.004, 0.012))
+            burst = _clap(rng, sos, sr)
             _place(out, burst, int(pos * sr), level * rng.uniform(0.6, 1.0))
             pos += rng.normal(1.0 / rate, 0.08 / rate)
     return out[:n]
@@ -170,12 +179,8 @@ def clapping_in_time(rng: np.random.Generator, n: int, sr: int, music: np.ndarra
     if rng.random() < 0.5:   # on 2 and 4 only
         beats = beats[int(rng.integers(2))::2]
     out = np.zeros(n + sr // 10)
-    clap_len = int(0.03 * sr)
-    t = np.arange(clap_len) / sr
     for _ in range(clappers):
-        centre = rng.uniform(700, 3000)
-        sos = signal.butter(2, [centre / 1.8, min(centre * 1.8, sr / 2 - 100)], "bandpass", fs=sr, output="sos")
-        burst = signal.sosfilt(sos, rng.standard_normal(clap_len)) * np.exp(-t / rng.uniform(0.004, 0.012))
+        burst = _clap(rng, _clapper_band(rng, sr), sr)
         offset = rng.normal(0.0, 0.02) * sr
         level = float(10 ** rng.uniform(-1.0, 0.0))
         for b in beats:
