@@ -347,6 +347,8 @@ def run_bench(args) -> int:
     repeats = max(1, int(args.repeats))
     if args.input and not Path(args.input).is_file():
         raise ResonateError(f"input file not found: {args.input}")
+    if args.work_dir and not Path(args.work_dir).is_dir():
+        raise ResonateError(f"--work-dir {args.work_dir} is not a folder")
 
     with tempfile.TemporaryDirectory(prefix="resonate-bench-", dir=args.work_dir) as tmp_name:
         tmp = Path(tmp_name)

@@ -63,6 +63,8 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "durations" in capsys.readouterr().err
     assert main(["bench", "--stages", "denoise,reverb"]) == 2
     assert "reverb" in capsys.readouterr().err
+    assert main(["bench", "--durations", "1", "--work-dir", "/nonexistent/resonate-bench"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_scaling_check_flags_growth():
