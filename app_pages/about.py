@@ -8,11 +8,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from resonate.stages import STAGE_ORDER, load_registry
+from resonate.stages import STAGE_INFO, STAGE_ORDER, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CARD = ROOT / "resonate" / "models" / "weights" / "MODEL_CARD.md"
 DEMO_CREDITS = ROOT / "assets" / "demo" / "CREDITS.md"
+
+CREDITS = ROOT / "assets" / "demo" / "CREDITS.md"
 
 STAGES = {
     "separate": ("Separate", "Splits the recording into stems (drums, bass, vocals and the rest; six with the "
@@ -91,9 +93,9 @@ def main() -> None:
     st.caption("Five stages, in this order; each can be adjusted or bypassed in its panel on the Restore page.")
     offered = load_registry()
     for name in STAGE_ORDER:
-        title, text = STAGES.get(name, (name.capitalize(), ""))
+        info = STAGE_INFO[name]
         status = "" if name in offered else " *(not installed here)*"
-        st.markdown(f"**{title}**{status}: {text}")
+        st.markdown(f"**{info.title}**{status}: {info.summary}")
     model_section()
     st.header("Credits")
     st.markdown(CREDITS)

@@ -43,6 +43,13 @@ log = logging.getLogger("resonate")
 
 MODEL_NAMES = ("htdemucs", "htdemucs_ft", "htdemucs_6s")
 DEFAULT_MODEL = "htdemucs"
+FOUR_STEMS = ("drums", "bass", "other", "vocals")
+SIX_STEMS = (*FOUR_STEMS, "guitar", "piano")
+
+
+def model_stems(name: str) -> tuple[str, ...]:
+    """The stems a released Demucs model makes: six for the ``_6s`` model, four otherwise."""
+    return SIX_STEMS if name.endswith("_6s") else FOUR_STEMS
 
 
 @dataclass(frozen=True)

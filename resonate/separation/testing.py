@@ -16,8 +16,7 @@ import yaml
 from demucs.htdemucs import HTDemucs
 from demucs.states import get_state, save_with_checksum
 
-FOUR_STEMS = ("drums", "bass", "other", "vocals")
-SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
+from resonate.separation.models import FOUR_STEMS, SIX_STEMS, model_stems  # noqa: F401 (tests import the stem lists from here)
 
 # Few channels, one transformer layer, a 1 s training segment: ~90k parameters. nfft 2048 with
 # depth 4 brings the frequency axis down to 4 bins, which keeps the transformer's sequence short.
@@ -45,7 +44,7 @@ def make_tiny_htdemucs_repo(folder, name: str = "htdemucs", seed: int = 0, **ove
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sources = SIX_STEMS if name.endswith("_6s") else FOUR_STEMS
+    sources = model_stems(name)
     count = 4 if name.endswith("_ft") else 1
     sigs = []
     for i in range(count):

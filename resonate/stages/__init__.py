@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from resonate.stages.base import Stage, StageContext, TwoPassStage
 
@@ -15,6 +16,46 @@ _STAGE_MODULES = {
     "restore": "resonate.stages.restore",
     "master": "resonate.stages.master",
     "loudness": "resonate.stages.loudness",
+}
+
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """How a stage is named and explained to users (the app's panels and About page read this)."""
+
+    title: str          # "Separate"
+    detail: str         # what the panel title adds in brackets ("Demucs stems"), or ""
+    summary: str        # a paragraph for users
+
+    @property
+    def panel_title(self) -> str:
+        return f"{self.title} ({self.detail})" if self.detail else self.title
+
+
+# Here rather than on the Stage classes: a stage whose module cannot be imported (a missing
+# optional package) is still explained, as not installed.
+STAGE_INFO: dict[str, StageInfo] = {
+    "separate": StageInfo("Separate", "Demucs stems", (
+        "Splits the recording into stems (drums, bass, vocals and the rest; six with the "
+        "htdemucs_6s model, adding guitar and piano), treats each on its own and mixes them back: the "
+        "crowd mostly lands in the *other* stem, which can be turned down or gated. The stems can be "
+        "downloaded. They are kept on disk, so changing later settings does not separate again.")),
+    "denoise": StageInfo("Denoise", "", (
+        "Learns the steady noise floor (hiss, hum, room rumble) from the quietest stretch, or "
+        "from a stretch you pick, and turns down what stays below it. Gentle by default: music gated "
+        "too hard sounds thin and watery.")),
+    "restore": StageInfo("Restore", "learned model", (
+        "Resonate's own learned model removes what the room and the crowd added: hall "
+        "echo, audience chatter and applause, the colouring of the PA and of a phone's microphone. "
+        "Strength blends restored and original.")),
+    "master": StageInfo("Master", "EQ, compressor, limiter", (
+        "Tone and dynamics like a mastering desk: a high-pass against rumble, low and high "
+        "shelves, up to four EQ bands, a gentle compressor and a limiter.")),
+    "loudness": StageInfo("Loudness", "", (
+        "Measures the loudness of the whole recording (as streaming services do, in LUFS) "
+        "and brings it to your target, with a true-peak limiter so the master never goes over its "
+        "ceiling. −14 LUFS suits streaming, −16 podcasts, −23 broadcast.")),
 }
 
 REGISTRY: dict[str, type[Stage]] = {}

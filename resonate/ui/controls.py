@@ -21,21 +21,13 @@ from resonate.config import Setting, config_to_dict, setting_info
 from resonate.errors import ResonateError
 from resonate.pipeline import ChainSettings, OutputOptions, stage_configs
 from resonate.presets import load_preset
-from resonate.stages import STAGE_ORDER, load_registry
+from resonate.stages import STAGE_INFO, STAGE_ORDER, load_registry
 from resonate.ui import presets
 from resonate.ui.session import load_prefs
 
 MAX_EQ_BANDS = 4
 # The stems each Demucs model produces (htdemucs and htdemucs_ft: four; htdemucs_6s: six).
-FOUR_STEMS = ("drums", "bass", "other", "vocals")
-SIX_STEMS = (*FOUR_STEMS, "guitar", "piano")
-STAGE_TITLES = {
-    "separate": "Separate (Demucs stems)",
-    "denoise": "Denoise",
-    "restore": "Restore (learned model)",
-    "master": "Master (EQ, compressor, limiter)",
-    "loudness": "Loudness",
-}
+STAGE_TITLES = {name: info.panel_title for name, info in STAGE_INFO.items()}
 
 
 # The headline controls of each stage, in order; anything not listed here is under "Advanced".
@@ -151,7 +143,7 @@ class Controls:
     # -- stage-specific controls
 
     def _separate_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
-        from resonate.separation.models import MODEL_NAMES
+        from resonate.separation.models import MODEL_NAMES, model_stems
         from resonate.separation.remix import PRESETS, resolve_settings
 
         key = self.key("separate", "model")
@@ -166,7 +158,7 @@ class Controls:
         st.caption(f"Weights from {models_dir} (Settings)" if models_dir else
                    "Weights are downloaded by Demucs on first use; offline, set a models folder in Settings. "
                    "Without weights this stage is skipped and the rest of the chain runs.")
-        sources = SIX_STEMS if model.endswith("_6s") else FOUR_STEMS
+        sources = model_stems(model)
         start = resolve_settings(sources, stem_preset, config.gains_db if config.preset == stem_preset else {},
                                  config.denoise if config.preset == stem_preset else {})
         gains, gates = {}, {}
