@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ from resonate.ui import history, numbers
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.delivery import deliver
 from resonate.ui.results import MIME, ab_player, download_name
-from resonate.ui.runner import format_seconds, notice, run_job
+from resonate.ui.runner import cancel_job, format_seconds, notice, run_job, wait_for_cancelled_job
 from resonate.ui.session import (
     load_prefs,
     new_job_dir,
@@ -31,7 +30,6 @@ SHOWN = "batch.result"              # the job folder of the batch shown below th
 NOTICE = "batch.notice"
 JOB = "batch.job"
 STOPPING = "batch.stopping"
-CANCEL_WAIT_S = 30.0
 UPLOAD_TYPES = [e.lstrip(".") for e in READ_EXTENSIONS]
 
 
@@ -43,22 +41,11 @@ def start_run() -> None:
 
 
 def cancel_run() -> None:
-    st.session_state[RUNNING] = False
-    st.session_state[STOPPING] = st.session_state.get(JOB)
-    st.session_state[NOTICE] = "Cancelled. Nothing of that batch was kept."
+    cancel_job("batch", "batch")
 
 
 def wait_for_the_cancelled_job() -> None:
-    job = st.session_state.pop(STOPPING, None)
-    if not job:
-        return
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    with st.spinner("Stopping the batch…"):
-        while Path(job).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    if Path(job).exists():
-        st.session_state[NOTICE] = ("Cancelled. The step that was running is still finishing; its files are "
-                                    "removed as soon as it stops.")
+    wait_for_cancelled_job("batch", "batch")
 
 
 def chosen_files(disabled: bool) -> list[tuple[Path, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +15,7 @@ from resonate.ui import history
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.delivery import deliver
 from resonate.ui.results import download_name, show_result
-from resonate.ui.runner import format_seconds, run_job
+from resonate.ui.runner import cancel_job, format_seconds, run_job, wait_for_cancelled_job
 from resonate.ui.session import (
     DEMO_CLIP,
     load_prefs,
@@ -31,7 +30,6 @@ SHOWN = "restore.result"            # the job folder of the run shown below the 
 NOTICE = "restore.notice"
 JOB = "restore.job"                 # the job folder of the run in progress
 STOPPING = "restore.stopping"       # the job folder of a cancelled run, until it is gone
-CANCEL_WAIT_S = 30.0
 INPUT_FILE = "restore-input.json"   # the chosen recording, in the session folder: survives a reload
 
 
@@ -80,25 +78,11 @@ def start_run() -> None:
 
 
 def cancel_run() -> None:
-    # The click itself stops the job: Streamlit stops the running script at its next UI update
-    # (and starts this run at once, beside it); run() removes everything the job had written.
-    st.session_state[RUNNING] = False
-    st.session_state[STOPPING] = st.session_state.get(JOB)
-    st.session_state[NOTICE] = "Cancelled. Nothing of that run was kept."
+    cancel_job("restore", "run")
 
 
 def wait_for_the_cancelled_job() -> None:
-    """The stopped run cleans up in its own thread: say "nothing was kept" once that is true."""
-    job = st.session_state.pop(STOPPING, None)
-    if not job:
-        return
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    with st.spinner("Stopping the run…"):
-        while Path(job).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    if Path(job).exists():
-        st.session_state[NOTICE] = ("Cancelled. The step that was running is still finishing; its files are "
-                                    "removed as soon as it stops.")
+    wait_for_cancelled_job("restore", "run")
 
 
 def choose_input(disabled: bool) -> None:

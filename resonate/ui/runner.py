@@ -23,6 +23,34 @@ from resonate.ui.session import Prefs, optional_path
 REFRESH_S = 0.25        # at most four updates a second per line: the browser need not see every block
 
 
+CANCEL_WAIT_S = 30.0     # how long a page waits for a cancelled job to remove its folder
+
+
+def cancel_job(page: str, what: str) -> None:
+    """The Cancel button's callback on a page whose state keys start with ``page``.
+
+    The click itself stops the job: Streamlit stops the running script at its next UI update
+    (and starts the next run at once, beside it); the job removes everything it had written.
+    """
+    st.session_state[f"{page}.running"] = False
+    st.session_state[f"{page}.stopping"] = st.session_state.get(f"{page}.job")
+    st.session_state[f"{page}.notice"] = f"Cancelled. Nothing of that {what} was kept."
+
+
+def wait_for_cancelled_job(page: str, what: str) -> None:
+    """The stopped job cleans up in its own thread: say "nothing was kept" once that is true."""
+    job = st.session_state.pop(f"{page}.stopping", None)
+    if not job:
+        return
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    with st.spinner(f"Stopping the {what}…"):
+        while Path(job).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if Path(job).exists():
+        st.session_state[f"{page}.notice"] = ("Cancelled. The step that was running is still finishing; its "
+                                              "files are removed as soon as it stops.")
+
+
 def format_seconds(s: float) -> str:
     s = max(0, int(round(s)))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
