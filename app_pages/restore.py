@@ -11,7 +11,7 @@ import streamlit as st
 from resonate.audio.io import READ_EXTENSIONS, READABLE, output_suffix, probe
 from resonate.errors import ResonateError
 from resonate.stages import load_registry
-from resonate.ui import history
+from resonate.ui import history, several
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.delivery import deliver
 from resonate.ui.results import download_name, show_result
@@ -178,8 +178,21 @@ def show_runs(settings, output) -> None:
     show_result(record, "restore")
 
 
+ONE, SEVERAL = "One recording", "Several recordings of one show"
+
+
+def choose_mode() -> str:
+    """One recording (below), or several of one show fused first (resonate/ui/several.py)."""
+    busy = bool(st.session_state.get(RUNNING) or st.session_state.get(several.RUNNING))
+    return st.radio("What to restore", (ONE, SEVERAL), key="restore.mode", horizontal=True, disabled=busy,
+                    label_visibility="collapsed")
+
+
 def main() -> None:
     st.title("Restore")
+    if choose_mode() == SEVERAL:
+        several.several_recordings()
+        return
     running = bool(st.session_state.get(RUNNING, False))
     choose_input(running)
     duration = describe_input()

@@ -263,6 +263,10 @@ OPTIONAL_COMMANDS = (
     ("resonate.fuse_cli", (
         ("fuse", "align and fuse several recordings of one show, then restore the result", "add_fuse_arguments", "run_fuse"),
     )),
+    ("resonate.models_cli", (
+        ("models", "list or fetch community models (crowd removal, de-reverb) for the separate stage",
+         "add_models_arguments", "run_models"),
+    )),
 )
 
 

@@ -170,10 +170,12 @@ def _pow2(x: float) -> int:
     return 1 << max(4, int(round(math.log2(max(16.0, x)))))
 
 
-def envelope_features(rec: Recording, cfg: FuseConfig, block_frames: int = 1 << 16) -> None:
+def envelope_features(rec: Recording, cfg: FuseConfig, block_frames: int = 1 << 16,
+                      on_block: Callable[[float], None] | None = None) -> None:
     """Spectral flux in ``cfg.bands`` log-spaced bands at ``cfg.feature_rate`` frames a second.
 
-    Streams the file; keeps only the (frames, bands) float32 result.
+    Streams the file; keeps only the (frames, bands) float32 result. ``on_block`` is told the
+    seconds of the file read so far, after every block.
     """
     sr = rec.info.sample_rate
     n = _pow2(0.046 * sr)
@@ -191,6 +193,8 @@ def envelope_features(rec: Recording, cfg: FuseConfig, block_frames: int = 1 << 
     for block in read_blocks(rec.path, block_frames):
         buf = np.concatenate([buf, block.mean(axis=0)])
         buf_end = buf_start + len(buf)
+        if on_block:
+            on_block(buf_end / sr)
         last = int((buf_end - n) // hop)   # the last frame whose end is in the buffer
         while last >= frame and int(round(last * hop)) + n > buf_end:
             last -= 1
@@ -471,7 +475,7 @@ def fit_time_map(t: np.ndarray, off: np.ndarray, q: np.ndarray, cfg: FuseConfig)
 
 
 def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndarray, search_s: float,
-                   cfg: FuseConfig, n_fft: int) -> tuple[list[tuple[float, float, float]], np.ndarray, np.ndarray]:
+                   cfg: FuseConfig, n_fft: int, on_window: Callable[[int], None] | None = None) -> tuple[list[tuple[float, float, float]], np.ndarray, np.ndarray]:
     """GCC-PHAT offset (rec - ref time) at each window centre, the recording's windows resampled onto
     the reference's clock by ``cm``'s drift (without that, 300 ppm smear a 4-s window by 1.2 ms and
     PHAT loses everything above a few hundred Hz). Also both long-term spectra over those windows."""
@@ -484,7 +488,9 @@ def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndar
     psd = np.zeros(n_fft // 2 + 1)
     psd_ref = np.zeros(n_fft // 2 + 1)
     with sf.SoundFile(str(ref.path)) as fa, sf.SoundFile(str(rec.path)) as fb:
-        for tc in centres:
+        for i, tc in enumerate(centres):
+            if on_window:
+                on_window(i)
             tc = round(tc * sr) / sr                        # on the reference's sample grid
             a = _read_mono(fa, int(round(tc * sr)) - wn // 2, wn)
             if not np.any(a):
@@ -510,10 +516,12 @@ def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndar
     return points, psd, psd_ref
 
 
-def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) -> None:
+def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int,
+                   on_progress: Callable[[float], None] | None = None) -> None:
     """Local offsets of ``rec`` against ``ref`` every few seconds, twice: around the coarse map
     (+- search_s), then around the first fit (+- four times its residual, at least 1 ms), where
-    few wrong peaks are left to pick. The robust fit of the second pass is ``rec.fine``."""
+    few wrong peaks are left to pick. The robust fit of the second pass is ``rec.fine``.
+    ``on_progress`` is told the fraction of the windows of both passes read so far."""
     cm = rec.coarse
     t0 = max(0.0, -cm.offset / (1 + cm.drift))
     t1 = min(ref.seconds, (rec.seconds - cm.offset) / (1 + cm.drift))
@@ -525,7 +533,11 @@ def fine_alignment(ref: Recording, rec: Recording, cfg: FuseConfig, n_fft: int) 
     centres = np.linspace(lo, hi, n_win) if hi > lo else np.array([lo])
     search = cfg.search_s
     for attempt in range(2):
-        points, rec.psd, rec.psd_ref = _local_offsets(ref, rec, cm, centres, search, cfg, n_fft)
+        def on_window(i: int, attempt: int = attempt) -> None:
+            if on_progress:
+                on_progress((attempt * len(centres) + i) / (2 * len(centres)))
+
+        points, rec.psd, rec.psd_ref = _local_offsets(ref, rec, cm, centres, search, cfg, n_fft, on_window)
         good = [p for p in points if p[2] >= cfg.min_gcc_z]
         if len(good) < 3:
             rec.used = False
@@ -829,10 +841,19 @@ def fuse_files(paths: list[str | Path], out_path: str | Path, cfg: FuseConfig | 
     """Align and fuse ``paths`` into a float32 file ``out_path``; returns the fusion report."""
     cfg = cfg or FuseConfig()
     recs = probe_all(paths)
-    for i, r in enumerate(recs):
-        envelope_features(r, cfg)
+    # "align" progress: the first half reads every recording once (envelopes), the second the
+    # windows of the fine stage; both are told as they go, so that a long show's bar moves (and
+    # the app's Cancel, which acts at the next update, is heard).
+    total_s = sum(r.seconds for r in recs)
+    read_s = 0.0
+
+    def told(share: float) -> None:
         if progress:
-            progress("align", 0.4 * (i + 1) / len(recs))
+            progress("align", min(1.0, share))
+
+    for r in recs:
+        envelope_features(r, cfg, on_block=lambda s, before=read_s: told(0.5 * (before + s) / total_s))
+        read_s += r.seconds
     matches = coarse_alignment(recs, cfg)
     ref = select_reference(recs, matches)
     n_fft = _pow2(cfg.n_fft_s * ref.info.sample_rate)
@@ -840,9 +861,9 @@ def fuse_files(paths: list[str | Path], out_path: str | Path, cfg: FuseConfig | 
         r.features = None                       # the envelopes are no longer needed
     candidates = [r for r in recs if r.used and r is not ref]
     for i, r in enumerate(candidates):
-        fine_alignment(ref, r, cfg, n_fft)
-        if progress:
-            progress("align", 0.4 + 0.6 * (i + 1) / len(candidates))
+        fine_alignment(ref, r, cfg, n_fft,
+                       on_progress=lambda f, i=i: told(0.5 + 0.5 * (i + f) / len(candidates)))
+    told(1.0)
     used = [r for r in recs if r.used]
     if len(used) < 2:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in recs if r.reason)

@@ -285,7 +285,7 @@ def optional_path(text: str) -> Path | None:
 # Controls whose values should survive a visit to another page. Streamlit forgets the state of
 # widgets that were not drawn in a run; re-assigning the value makes it plain session state.
 KEPT_PREFIXES = ("restore.cfg.", "restore.preset", "batch.cfg.", "batch.preset", "restore.local_path",
-                 "restore.result")
+                 "restore.result", "restore.mode", "restore.show.paths", "restore.show.result")
 
 
 def keep_widget_state() -> None:
