@@ -1,4 +1,4 @@
-"""Settings: compute device, offline models folder, stem cache, default output folder.
+"""Settings: compute device, offline models folder, community models, stem cache, default output folder.
 
 The buttons act in their callbacks and leave their outcome in session state, so what they say
 is drawn on the next run, whatever reruns happen in between.
@@ -85,6 +85,36 @@ def models_note(models_dir: str) -> None:
                    "No Demucs model (.yaml) found in that folder.")
 
 
+def community_section(models_dir: str) -> None:
+    """Each catalogued community model: what it does, size, licence, on this machine or not, and a
+    Download button (the button is the user's explicit choice; entries without a published SHA-256
+    say so, and the hash of the file downloaded is recorded and checked on every later load)."""
+    try:
+        from resonate.errors import ResonateError
+        from resonate.separation import community
+        models = community.catalogue()
+    except (ImportError, ResonateError) as exc:
+        st.caption(f"Community models are not available: {exc}")
+        return
+    st.subheader("Community models")
+    st.caption("Crowd-removal and de-reverb models trained by the community around Ultimate Vocal Remover "
+               "and Music-Source-Separation-Training. Optional: choose one as the separation model on the "
+               "Restore page. Downloaded only when you press its button; their licences are their authors'.")
+    from resonate.ui import community as community_ui
+
+    community_ui.show_outcome()
+    folder = optional_path(models_dir)
+    for model in models.values():
+        here = community.on_this_machine(model, folder)
+        state = "on this machine" if here else "not on this machine"
+        check = ("SHA-256 pinned" if model.pinned else
+                 "no published SHA-256: the hash of your download is recorded and checked from then on")
+        st.markdown(f"**{model.name}** · {state} · {community.PURPOSES[model.purpose]} · {model.size_text()} · "
+                    f"licence: {model.licence}")
+        st.caption(f"{model.title}, by {model.authors}. {check}. Folder: `{community.model_folder(model, folder)}`")
+        community_ui.download_button(model, folder, "settings")
+
+
 def main() -> None:
     st.title("Settings")
     prefs = load_prefs()
@@ -107,6 +137,7 @@ def main() -> None:
     if outcome:
         (st.success if outcome[0] == "success" else st.error)(outcome[1])
     models_note(prefs.models_dir)
+    community_section(prefs.models_dir)
     cache_section(prefs.cache_dir)
     st.button("Reload models", key="settings.reload_models", on_click=reload_models,
               help="Forget loaded models (and failed loads), e.g. after copying weights into the folder")

@@ -3,6 +3,10 @@
 The stream goes through Demucs in windows (memory bounded by the window, not the show), the raw
 stems are cached on disk and optionally written to ``--stems DIR``, then each stem gets its gain
 and gating and the stems are summed back into the mix that the rest of the chain works on.
+
+A community model from the catalogue (``model = "crowd_melband_aufr33_viperx"``, see
+resonate.separation.community) is the other mode: it splits the recording into ``music`` and what
+it removes (``crowd`` or ``reverb``), and ``keep_percent`` of the removed part goes back in.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import numpy as np
 
 from resonate.audio.io import AudioWriter, output_suffix, sanitize_filename
 from resonate.chunking import Counter, exact_length
+from resonate.config import check_ranges, setting
 from resonate.device import needs_fixed_shapes
 from resonate.errors import StageUnavailable
 from resonate.separation import cache as stem_cache
+from resonate.separation import community
 from resonate.separation.models import (
     DEFAULT_MODEL,
     ModelInfo,
@@ -29,18 +35,19 @@ from resonate.separation.models import (
     model_segment,
     weights_fingerprint,
 )
-from resonate.separation.remix import DEFAULT_PRESET, StemProcessor, remix, resolve_settings
-from resonate.separation.runner import WindowSeparator, plan_windows, separate_stream
+from resonate.separation.remix import DEFAULT_PRESET, StemProcessor, StemSettings, remix, resolve_settings
+from resonate.separation.runner import WindowPlan, WindowSeparator, plan_windows, separate_stream
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
 FINGERPRINT_SECONDS = 1.0
 CACHE_FORMAT = 1
+MAX_COMMUNITY_OVERLAP = 0.5         # the engine's overlap-add crossfades at most half a window
 
 
 @dataclass(frozen=True)
 class SeparateConfig:
-    model: str = DEFAULT_MODEL              # htdemucs, htdemucs_ft (4x slower, a little better), htdemucs_6s
+    model: str = DEFAULT_MODEL              # htdemucs, htdemucs_ft, htdemucs_6s, or a community model's name
     segment: float | None = None            # seconds per model pass; None = the model's own (7.8 s for htdemucs)
     overlap: float = 0.25                   # overlap between model passes, as in demucs
     shifts: int = 0                         # 0: one deterministic pass; N: average N randomly shifted passes
@@ -50,8 +57,13 @@ class SeparateConfig:
     denoise: dict[str, float] = field(default_factory=dict)     # per-stem gating strength 0..1, overrides it
     cache: bool = True
     cache_max_gb: float = 20.0
+    keep_percent: float = setting(
+        20.0, label="Crowd or reverb kept", unit="%", range=(0.0, 100.0), step=5.0,
+        help="with a community crowd or de-reverb model: how much of what it removes stays in the mix "
+             "(0: all removed, 100: the recording unchanged)")
 
     def __post_init__(self):
+        check_ranges(self)
         if self.segment is not None and self.segment <= 0:
             raise ValueError("segment must be positive")
         if not 0.0 <= self.overlap < 1.0:
@@ -93,8 +105,13 @@ class SeparateStage(Stage):
         self.ctx = ctx
         self.model = None
         self.entry: stem_cache.CacheEntry | None = None
-        self.separator: WindowSeparator | None = None
+        self.separator: WindowSeparator | community.RoformerSeparator | None = None
+        self.community = community.is_community_model(cfg.model)
         self._report: dict[str, Any] = {"model": cfg.model, "device": str(ctx.device), "preset": cfg.preset}
+        if self.community:
+            about = community.entry(cfg.model)
+            self._report.update(kind="community", removes=about.purpose, keep_percent=cfg.keep_percent,
+                                licence=about.licence)
         if ctx.channels not in (1, 2):
             raise StageUnavailable(f"separation handles mono and stereo recordings; this one has {ctx.channels} channels")
 
@@ -109,7 +126,17 @@ class SeparateStage(Stage):
         else:
             self._load()
         self.settings = resolve_settings(self.info.sources, cfg.preset, cfg.gains_db, cfg.denoise)
+        if self.community:
+            self.settings = self._keeping(self.settings)
         self._report["stems"] = list(self.info.sources)
+
+    def _keeping(self, settings: dict[str, StemSettings]) -> dict[str, StemSettings]:
+        """The removed stem goes back in at ``keep_percent`` (on top of any gain given for it)."""
+        removed = self.info.sources[1]
+        keep = self.config.keep_percent / 100.0
+        base = settings[removed]
+        gain_db = base.gain_db + 20.0 * np.log10(keep) if keep > 0 else float("-inf")
+        return {**settings, removed: StemSettings(float(gain_db), base.denoise)}
 
     def _key_fields(self) -> dict[str, Any]:
         cfg, ctx = self.config, self.ctx
@@ -117,13 +144,19 @@ class SeparateStage(Stage):
             "format": CACHE_FORMAT,
             "input_sha256": stem_cache.file_sha256(Path(ctx.input_path)),
             "sample_rate": ctx.sample_rate, "channels": ctx.channels, "frames": ctx.total_frames,
-            "model": cfg.model, "weights": weights_fingerprint(cfg.model, ctx.models_dir),
+            "model": cfg.model,
+            "weights": (community.weights_fingerprint(cfg.model, ctx.models_dir) if self.community
+                        else weights_fingerprint(cfg.model, ctx.models_dir)),
             "segment": cfg.segment, "overlap": cfg.overlap, "shifts": cfg.shifts,
             "window_seconds": cfg.window_seconds,
         }
 
     def _load(self) -> None:
+        if self.community:
+            self._load_community()
+            return
         cfg = self.config
+        self.fixed_shape = needs_fixed_shapes(self.ctx.device)
         self.model = self.ctx.models.load(load_model, cfg.model, self.ctx.models_dir)
         self.info = describe(self.model, cfg.model)
         segment = cfg.segment
@@ -136,6 +169,25 @@ class SeparateStage(Stage):
         self.plan = plan_windows(self.info.samplerate, self.segment, cfg.overlap, cfg.window_seconds)
         self.separator = WindowSeparator(self.model, segment=self.segment, overlap=cfg.overlap,
                                          shifts=cfg.shifts, device=self.ctx.device)
+
+    def _load_community(self) -> None:
+        """A catalogued Roformer: one model pass per window of its trained length (``chunk_size``),
+        windows crossfaded by ``overlap`` of a window. Always one window shape, on every device:
+        the model was trained on that length, and MPS compiles one graph."""
+        cfg, ctx = self.config, self.ctx
+        loaded = ctx.models.load(community.load, cfg.model, ctx.models_dir, ctx.device)
+        self.model = loaded
+        self.info = ModelInfo(cfg.model, loaded.model.stems, loaded.samplerate, loaded.audio_channels,
+                              loaded.chunk_size / loaded.samplerate)
+        overlap = cfg.overlap
+        if overlap > MAX_COMMUNITY_OVERLAP:
+            ctx.warn(f"separation overlap {overlap:g} is more than community models take; using {MAX_COMMUNITY_OVERLAP:g}")
+            overlap = MAX_COMMUNITY_OVERLAP
+        crossfade = int(round(loaded.chunk_size * overlap))
+        self.plan = WindowPlan(loaded.chunk_size, crossfade, loaded.chunk_size, loaded.chunk_size - crossfade)
+        self.fixed_shape = True
+        self.separator = community.RoformerSeparator(loaded, ctx.device)
+        self._report.update(precision=self.separator.precision, chunk_seconds=round(loaded.chunk_size / loaded.samplerate, 3))
 
     # -- streaming
 
@@ -171,7 +223,7 @@ class SeparateStage(Stage):
         stems = separate_stream(
             blocks, self.separator, n_stems=len(info.sources), in_rate=ctx.sample_rate, in_channels=ctx.channels,
             model_rate=info.samplerate, model_channels=info.audio_channels, plan=self.plan,
-            fixed_shape=needs_fixed_shapes(ctx.device),
+            fixed_shape=self.fixed_shape,
         )
         stems = exact_length(stems, source, (len(info.sources), ctx.channels))
         writer = self._cache_writer(fingerprint)

@@ -35,7 +35,7 @@ STAGE_TITLES = {name: info.panel_title for name, info in STAGE_INFO.items()}
 # (resonate.config.setting): a setting with a range and a step is a slider over exactly the
 # values the engine accepts.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "separate": ("model", "preset", "gains_db", "denoise"),
+    "separate": ("model", "preset", "gains_db", "denoise", "keep_percent"),
     "denoise": ("strength", "stationary", "noise_start_s", "noise_end_s"),
     "restore": ("strength",),
     "master": ("highpass_hz", "low_shelf_hz", "low_shelf_db", "high_shelf_hz", "high_shelf_db", "bands",
@@ -143,22 +143,45 @@ class Controls:
     # -- stage-specific controls
 
     def _separate_special(self, config: Any, duration_s: float | None) -> dict[str, Any]:
+        from resonate.separation import community
         from resonate.separation.models import MODEL_NAMES, model_stems
         from resonate.separation.remix import PRESETS, resolve_settings
+        from resonate.ui import community as community_ui
+        from resonate.ui.session import optional_path
 
+        models_dir = load_prefs().models_dir
+        folder = optional_path(models_dir)
+        try:
+            extra = community.catalogue()
+        except ResonateError:
+            extra = {}
+        options = [*MODEL_NAMES, *extra]
         key = self.key("separate", "model")
-        model = st.selectbox("Demucs model", MODEL_NAMES, key=key, disabled=self.disabled,
-                             help="htdemucs_ft is about 4x slower and a little better; htdemucs_6s adds guitar and piano",
-                             **self._initial_index(key, MODEL_NAMES, config.model))
+        model = st.selectbox("Separation model", options, key=key, disabled=self.disabled,
+                             format_func=lambda n: community_ui.summary(extra[n], folder) if n in extra else n,
+                             help="Demucs: htdemucs_ft is about 4x slower and a little better; htdemucs_6s adds guitar "
+                                  "and piano. Community models (Settings lists them) remove the crowd or the reverb.",
+                             **self._initial_index(key, options, config.model))
         key = self.key("separate", "preset")
         names = list(PRESETS)
         stem_preset = st.selectbox("Stem treatment", names, key=key, disabled=self.disabled,
                                    **self._initial_index(key, names, config.preset))
-        models_dir = load_prefs().models_dir
-        st.caption(f"Weights from {models_dir} (Settings)" if models_dir else
-                   "Weights are downloaded by Demucs on first use; offline, set a models folder in Settings. "
-                   "Without weights this stage is skipped and the rest of the chain runs.")
-        sources = model_stems(model)
+        chosen = extra.get(model)
+        keep = config.keep_percent
+        if chosen is not None:
+            community_ui.show_outcome()
+            st.caption(f"{chosen.title}, by {chosen.authors}: {community.PURPOSES[chosen.purpose]}. "
+                       f"{chosen.size_text()}. Licence: {chosen.licence}. Without its files this stage is skipped "
+                       "and the rest of the chain runs.")
+            community_ui.download_button(chosen, folder, self.scope, disabled=self.disabled)
+            keep = self._field("separate", "keep_percent", float, config.keep_percent,
+                               setting_info(config, "keep_percent"), slider=True)
+            sources = chosen.stems
+        else:
+            st.caption(f"Weights from {models_dir} (Settings)" if models_dir else
+                       "Weights are downloaded by Demucs on first use; offline, set a models folder in Settings. "
+                       "Without weights this stage is skipped and the rest of the chain runs.")
+            sources = model_stems(model)
         start = resolve_settings(sources, stem_preset, config.gains_db if config.preset == stem_preset else {},
                                  config.denoise if config.preset == stem_preset else {})
         gains, gates = {}, {}
@@ -170,7 +193,7 @@ class Controls:
                                     **self._initial(gkey, float(start[stem].gain_db)))
             gates[stem] = c2.slider(f"{stem} denoise", 0.0, 1.0, step=0.05, key=dkey, disabled=self.disabled,
                                     **self._initial(dkey, float(start[stem].denoise)))
-        return {"model": model, "preset": stem_preset, "gains_db": gains, "denoise": gates}
+        return {"model": model, "preset": stem_preset, "gains_db": gains, "denoise": gates, "keep_percent": keep}
 
     def _initial_index(self, key: str, options, value) -> dict[str, Any]:
         if key in st.session_state:
