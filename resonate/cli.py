@@ -61,6 +61,10 @@ def _add_restore(sub) -> None:
     p.add_argument("--noise-range", nargs=2, type=float, metavar=("START_S", "END_S"),
                    help="noise-only time range for the denoise profile (default: quietest stretch)")
     p.add_argument("--restore-strength", type=float, help=_setting_help("restore", "strength"))
+    p.add_argument("--reference", action="append", default=[], metavar="STUDIO.wav[@START-END]",
+                   help="the studio version of the songs: the match stage brings the recording's tone to it; "
+                        "for several songs repeat it with the time range each covers (@0:00-4:10)")
+    p.add_argument("--match-strength", type=float, help=_setting_help("match", "strength"))
     p.add_argument("--set", action="append", default=[], metavar="STAGE.SETTING=VALUE",
                    help="any stage setting, as a preset file writes it (e.g. loudness.max_compensation_db=9); repeatable")
     p.add_argument("--format", choices=("wav", "mp3"), help="output format (default from -o suffix, else wav)")
@@ -105,6 +109,10 @@ def _overrides(args) -> dict:
         o.setdefault("denoise", {}).update(noise_start_s=args.noise_range[0], noise_end_s=args.noise_range[1])
     if args.restore_strength is not None:
         o.setdefault("restore", {})["strength"] = args.restore_strength
+    if getattr(args, "reference", None):
+        o.setdefault("match", {})["references"] = list(args.reference)
+    if getattr(args, "match_strength", None) is not None:
+        o.setdefault("match", {})["strength"] = args.match_strength
     return o
 
 
@@ -167,6 +175,18 @@ def _check_job_paths(args, inputs: list[Path], targets: list[Path], stems_dirs: 
             jobfiles.check_folder_writable(folder, "stems")
 
 
+def _check_references(configs: dict, settings, inputs: list[Path], outputs: list[Path]) -> None:
+    """Before any work: every studio reference readable, long enough, not silent, and none of them
+    an input or an output of the job."""
+    match = configs.get("match")
+    if match is None or not match.references or "match" in settings.skip:
+        return
+    from resonate.stages.match import check_reference_paths, check_references
+
+    check_reference_paths(match.references, inputs, outputs)
+    check_references(match.references)
+
+
 def _failure_message(exc: BaseException) -> tuple[str, int]:
     """One line for a file that failed, and the exit status it calls for."""
     if isinstance(exc, ResonateError):
@@ -186,10 +206,11 @@ def cmd_restore(args) -> int:
     settings = ChainSettings(preset=args.preset, overrides=_overrides(args)).bypassing(args.skip)
     output = OutputOptions(format=fmt, bit_depth=args.bit_depth, mp3_bitrate=args.mp3_bitrate,
                            sample_rate=args.sample_rate)
-    stage_configs(settings)   # a bad preset or setting is one error for the whole batch, not one per file
+    configs = stage_configs(settings)   # a bad preset or setting is one error for the whole batch, not one per file
     targets = _output_paths(inputs, args.output, fmt)
     stems_dirs = _stems_dirs(args, inputs)
     _check_job_paths(args, inputs, targets, stems_dirs, fmt)
+    _check_references(configs, settings, inputs, targets + ([Path(args.report)] if args.report else []))
     if args.report:
         removed = jobfiles.remove_leftovers([Path(args.report).parent])
         if removed:

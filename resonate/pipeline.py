@@ -117,6 +117,13 @@ def stage_configs(settings: ChainSettings) -> dict[str, Any]:
     for name, cls in registry.items():
         cfg = config_from_dict(cls.Config, preset.get(name), f"{settings.preset}.{name}")
         configs[name] = merge_config(cfg, settings.overrides.get(name), name)
+    # With a studio reference the match stage sets the tone; the master's EQ from the preset would
+    # undo part of it, so it stays flat unless the user set it (its compressor and limiter stay).
+    match = configs.get("match")
+    if match is not None and match.references and "match" not in settings.skip and "master" in configs:
+        from resonate.stages.master import with_neutral_eq
+
+        configs["master"] = with_neutral_eq(configs["master"], keep=settings.overrides.get("master", {}))
     return configs
 
 
@@ -336,7 +343,7 @@ def _stage_context(job: _Job, env: JobEnvironment, dev: Any) -> StageContext:
     output = job.output
     return StageContext(
         sample_rate=job.info.sample_rate, channels=job.info.channels, total_frames=job.info.frames, device=dev,
-        models_dir=env.models_dir, input_path=job.src, stems_dir=job.stems_dir,
+        models_dir=env.models_dir, input_path=job.src, output_path=job.dst, stems_dir=job.stems_dir,
         output_format={"format": output.format, "bit_depth": output.bit_depth, "mp3_bitrate": output.mp3_bitrate},
         cache_dir=env.cache_dir, warn=job.warn, models=env.models,
     )
@@ -359,6 +366,10 @@ def _open_stages(job: _Job, ctx: StageContext) -> list[StageRecord]:
             records.append(StageRecord(name, None, skipped=True, reason="bypassed"))
             continue
         stage = registry[name](configs[name])
+        idle = stage.idle_reason()
+        if idle:
+            records.append(StageRecord(name, None, skipped=True, reason=idle))
+            continue
         late = at_output_rate or isinstance(stage, TwoPassStage)
         try:
             stage.open(dataclasses.replace(ctx, sample_rate=job.out_rate) if late else ctx)

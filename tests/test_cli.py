@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from resonate.dsp.loudness import integrated_lufs, true_peak_dbtp
+from resonate.stages import STAGE_ORDER
 from tests.conftest import tone_mix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_restore_30s_stereo_clip_meets_targets(tmp_path):
     assert report["device"] == "cpu"
     assert {"integrated_lufs", "true_peak_dbtp"} <= set(report["input_loudness"]) & set(report["output_loudness"])
     names = [s["name"] for s in report["stages"]]
-    assert names == sorted(names, key=["separate", "denoise", "restore", "master", "loudness"].index)
+    assert names == sorted(names, key=list(STAGE_ORDER).index)
     for s in report["stages"]:
         assert {"name", "seconds", "skipped"} <= set(s)
     assert next(s for s in report["stages"] if s["name"] == "separate")["skipped"] if "separate" in names else True

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from resonate.stages.base import Stage, StageContext, TwoPassStage
 
-STAGE_ORDER: tuple[str, ...] = ("separate", "denoise", "restore", "master", "loudness")
+STAGE_ORDER: tuple[str, ...] = ("separate", "denoise", "restore", "match", "master", "loudness")
 
 # Modules that provide stages; each defines one Stage subclass decorated with @register.
 _STAGE_MODULES = {
     "separate": "resonate.stages.separate",
     "denoise": "resonate.stages.denoise",
     "restore": "resonate.stages.restore",
+    "match": "resonate.stages.match",
     "master": "resonate.stages.master",
     "loudness": "resonate.stages.loudness",
 }
@@ -49,6 +50,14 @@ STAGE_INFO: dict[str, StageInfo] = {
         "Resonate's own learned model removes what the room and the crowd added: hall "
         "echo, audience chatter and applause, the colouring of the PA and of a phone's microphone. "
         "Strength blends restored and original.")),
+    "match": StageInfo("Match", "studio version as reference", (
+        "Give the studio version of the songs and Resonate makes the recording sound like it: it "
+        "compares the two long-term spectra (averaged over a third of an octave) and corrects the "
+        "difference the PA, the hall and the phone made with a linear-phase EQ, at most ±12 dB, never "
+        "boosting what the recording does not hold (its noise, above a codec's cutoff). Several "
+        "references can each cover a time range of the show. Strength blends the correction; without "
+        "a reference the stage is skipped, and with one the Master stage's tonal EQ stays neutral "
+        "unless you set it.")),
     "master": StageInfo("Master", "EQ, compressor, limiter", (
         "Tone and dynamics like a mastering desk: a high-pass against rumble, low and high "
         "shelves, up to four EQ bands, a gentle compressor and a limiter.")),

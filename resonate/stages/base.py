@@ -35,6 +35,7 @@ class StageContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     models_dir: Path | None = None
     input_path: Path | None = None
+    output_path: Path | None = None     # where the job writes (a stage may refuse to read it)
     stems_dir: Path | None = None       # where the separate stage writes stems, if asked
     output_format: dict[str, Any] = field(default_factory=dict)  # format/bit_depth/mp3_bitrate for side outputs
     cache_dir: Path | None = None
@@ -58,6 +59,11 @@ class Stage(ABC):
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+
+    def idle_reason(self) -> str | None:
+        """Why this stage has nothing to do with its settings (e.g. match without a reference), or
+        None. An idle stage is not opened; the report lists it as skipped with this reason, no warning."""
+        return None
 
     def open(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
         """Load models, reset state. Called once per file, before ``stream``."""

@@ -6,8 +6,8 @@ envelope state carries across blocks: blockwise output equals whole-file output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pedalboard as pb
@@ -49,6 +49,14 @@ class MasterConfig:
         for b in self.bands:
             if b.freq_hz <= 0 or b.q <= 0:
                 raise ValueError("EQ bands need a positive frequency and Q")
+
+
+def with_neutral_eq(cfg: MasterConfig, keep: Iterable[str] = ()) -> MasterConfig:
+    """``cfg`` with its tonal EQ (shelves and bands) flat, except the fields named in ``keep`` (those
+    the user set). A studio reference sets the tone (the match stage); the high-pass, compressor
+    and limiter stay."""
+    neutral = {"low_shelf_db": 0.0, "high_shelf_db": 0.0, "bands": ()}
+    return replace(cfg, **{k: v for k, v in neutral.items() if k not in set(keep)})
 
 
 def build_board(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
