@@ -315,3 +315,13 @@ def test_restore_page_picker_offers_community_models_with_licence_and_download(p
     assert community.on_this_machine(community.entry(CROWD), models)
     picker = next(s for s in at.selectbox if s.key == "restore.cfg.separate.model")
     assert any(f"{CROWD} (crowd removal" in o and ", on this machine)" in o for o in picker.options)
+
+
+def test_the_readme_lists_every_catalogued_model_with_its_licence(monkeypatch):
+    monkeypatch.delenv(community.CATALOGUE_ENV, raising=False)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| `")}
+    for name, model in community.catalogue().items():
+        assert name in rows, name
+        assert model.licence.split(" (")[0] in rows[name], (name, model.licence)
+        assert f"| {model.purpose} |" in rows[name]

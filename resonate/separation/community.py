@@ -315,8 +315,13 @@ class LoadedModel:
     use_amp: bool                # the config's own mixed-precision flag (used on CUDA only)
 
 
-def _build(model: CommunityModel, config: dict[str, Any]) -> torch.nn.Module:
-    from bs_roformer import BSRoformer, MelBandRoformer
+def build_network(model: CommunityModel, config: dict[str, Any]) -> torch.nn.Module:
+    """The ``bs-roformer`` network a config describes, laid out as MSST's (see the module docstring)."""
+    try:
+        from bs_roformer import BSRoformer, MelBandRoformer
+    except ImportError as exc:
+        raise StageUnavailable(f"community models need the bs-roformer package ({exc}); "
+                               "install it with `pip install bs-roformer==1.2.4`") from exc
 
     klass = MelBandRoformer if model.architecture == "mel_band_roformer" else BSRoformer
     params = inspect.signature(klass.__init__).parameters
@@ -433,7 +438,7 @@ def load(name: str, models_dir: Path | str | None, device: torch.device | str = 
         raise StageUnavailable(f"refused to load {weights}: its SHA-256 is {actual}, not {expected} "
                                "(the file was changed or is another one; delete it and fetch it again)")
     config = read_config(config_file)
-    network = _build(model, config)
+    network = build_network(model, config)
     try:
         loaded = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a refused or unreadable pickle: never load it another way

@@ -86,7 +86,7 @@ def tiny_roformer(architecture: str, seed: int = 0, **model_args):
                                     removes="", authors="", page="", config_url="", config_file="",
                                     weights_url="", weights_file="", sha256="", sha256_source="",
                                     size_bytes=0, licence="")
-    network = community._build(fake, {"model": model_args})
+    network = community.build_network(fake, {"model": model_args})
     with torch.no_grad():                  # random masks far from identity, so a wrong load shows
         for p in network.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -102,7 +102,7 @@ def make_tiny_community_models(folder, models_dir=None, *, pinned: bool = True, 
     """
     from resonate.separation import community
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()          # file:// URLs need an absolute path
     files = folder / "files"
     files.mkdir(parents=True, exist_ok=True)
     lines = []
