@@ -45,6 +45,7 @@ LEVEL_RANGE_DB = (-90.0, 30.0)  # relative levels are clamped to this
 POWER_EPS = 1e-12               # -120 dB: silence
 WHITEN_HZ = 540.0               # width of the local level the copied fine structure is divided by
 FADE_BINS = 4                   # raised-cosine fade at both ends of the added band
+FINE_STRUCTURE = 1.0            # depth of the copied fine structure around the envelope (1: as copied, 0: flat)
 MODES = ("model", "replicate", "empty")
 
 
@@ -257,9 +258,10 @@ class BandLayout:
         return lo + (hi - lo) * self.dest_w[None, :, None]
 
     def added_band(self, spec: torch.Tensor, mode: str, env_db: torch.Tensor | None = None,
-                   ref_db: torch.Tensor | None = None) -> torch.Tensor:
+                   ref_db: torch.Tensor | None = None, fine_structure: float = FINE_STRUCTURE) -> torch.Tensor:
         """The spectrum of what is added (zero below the cutoff). ``replicate``: the copied octave
-        as it is; ``model``: whitened by its local level and shaped to ``env_db`` (dB re. ``ref_db``)."""
+        as it is; ``model``: whitened by its local level and shaped to ``env_db`` (dB re. ``ref_db``),
+        its bin-to-bin fine structure kept to depth ``fine_structure`` (in dB: times that factor)."""
         b, n_bins, t = spec.shape
         if mode == "empty" or not self.extends:
             return torch.zeros_like(spec)
@@ -272,7 +274,11 @@ class BandLayout:
             padded = F.pad(power.transpose(1, 2), (half, half), mode="replicate")
             cum = F.pad(torch.cumsum(padded, dim=-1), (1, 0))
             local = ((cum[..., 2 * half + 1:] - cum[..., : -2 * half - 1]) / (2 * half + 1)).transpose(1, 2)
-            gain_db = env_db + ref_db - 10.0 * torch.log10(local[:, self.source_rel] + POWER_EPS)
+            local_db = 10.0 * torch.log10(local[:, self.source_rel] + POWER_EPS)
+            gain_db = env_db + ref_db - local_db
+            if fine_structure != 1.0:
+                source_db = 10.0 * torch.log10(self.power(copied) + POWER_EPS)
+                gain_db = gain_db + (fine_structure - 1.0) * (source_db - local_db)
             copied = copied * torch.exp(gain_db * (np.log(10.0) / 20.0))
         copied = copied * self.fade[None, :, None]
         return F.pad(copied.transpose(1, 2), (self.cutoff_bin, n_bins - 1 - self.top_bin)).transpose(1, 2)
@@ -288,7 +294,8 @@ class BandExtender:
 
     def __init__(self, model: EnvelopeNet | None, sample_rate: int, cutoff_hz: float, top_hz: float,
                  strength: float = 1.0, device: torch.device | str = "cpu", mode: str = "model",
-                 chunk_seconds: float = 8.0, overlap_seconds: float = 0.5, fixed_shape: bool = False):
+                 chunk_seconds: float = 8.0, overlap_seconds: float = 0.5, fixed_shape: bool = False,
+                 fine_structure: float = FINE_STRUCTURE):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode == "model" and model is None:
@@ -297,6 +304,7 @@ class BandExtender:
         self.model = model.to(self.device).eval() if model is not None else None
         self.layout = BandLayout(sample_rate, cutoff_hz, top_hz, self.device)
         self.mode, self.strength = mode, float(np.clip(strength, 0.0, 1.0))
+        self.fine_structure = float(fine_structure)
         hop = self.layout.hop
         self.window = max(2, round(chunk_seconds * sample_rate / hop)) * hop
         self.overlap = min(round(overlap_seconds * sample_rate / hop), self.window // hop // 2) * hop
@@ -318,7 +326,7 @@ class BandExtender:
             env_db = lay.envelope_db(levels, predicted)
         else:
             env_db = None
-        return lay.istft(lay.added_band(spec, self.mode, env_db, ref_db), x.shape[-1])
+        return lay.istft(lay.added_band(spec, self.mode, env_db, ref_db, self.fine_structure), x.shape[-1])
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         start = time.perf_counter()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from resonate.stages.base import Stage, StageContext, TwoPassStage
 
-STAGE_ORDER: tuple[str, ...] = ("separate", "denoise", "restore", "match", "master", "loudness")
+STAGE_ORDER: tuple[str, ...] = ("separate", "denoise", "restore", "match", "extend", "master", "loudness")
 
 # Modules that provide stages; each defines one Stage subclass decorated with @register.
 _STAGE_MODULES = {
@@ -15,6 +15,7 @@ _STAGE_MODULES = {
     "denoise": "resonate.stages.denoise",
     "restore": "resonate.stages.restore",
     "match": "resonate.stages.match",
+    "extend": "resonate.stages.extend",
     "master": "resonate.stages.master",
     "loudness": "resonate.stages.loudness",
 }
@@ -58,6 +59,12 @@ STAGE_INFO: dict[str, StageInfo] = {
         "references can each cover a time range of the show. Strength blends the correction; without "
         "a reference the stage is skipped, and with one the Master stage's tonal EQ stays neutral "
         "unless you set it.")),
+    "extend": StageInfo("Extend", "bandwidth extension", (
+        "Brings back the highs a phone or a low-bit-rate MP3/AAC cut (cymbals, air, sibilance). It "
+        "finds where the recording's spectrum falls to the noise floor (7-16 kHz for such files) and "
+        "regenerates the band above from the band below, at the level a small learned model "
+        "predicts. Full-band recordings pass unchanged; nothing below the cutoff is touched. "
+        "Strength sets how loud the new highs are.")),
     "master": StageInfo("Master", "EQ, compressor, limiter", (
         "Tone and dynamics like a mastering desk: a high-pass against rumble, low and high "
         "shelves, up to four EQ bands, a gentle compressor and a limiter.")),

@@ -77,6 +77,13 @@ def split_tracks(cfg: ExtendTrainConfig) -> tuple[list[Path], list[Path]]:
     return [p for p in music if p not in held], held
 
 
+def validation_tracks(cfg: ExtendTrainConfig) -> list[Path]:
+    """The training tracks whose examples only validate (seeded: the same on every call)."""
+    train_tracks, _ = split_tracks(cfg)
+    order = np.random.default_rng(cfg.seed).permutation(len(train_tracks))
+    return [train_tracks[i] for i in sorted(order[: cfg.validation_tracks])]
+
+
 def source_limit_hz(audio: np.ndarray, sr: int) -> float:
     """A source's own bandwidth: its detected cutoff, or just under Nyquist when none is found."""
     spectrum = LongTermSpectrum(sr, audio.shape[0])
@@ -133,9 +140,7 @@ def build_examples(cfg: ExtendTrainConfig, log=print) -> dict:
 
     sr = cfg.sample_rate
     train_tracks, dev_tracks = split_tracks(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(train_tracks))
-    validation = {train_tracks[i] for i in order[: cfg.validation_tracks]}
+    validation = set(validation_tracks(cfg))
     n = int(cfg.clip_seconds * sr)
     rows: dict[str, list] = {"features": [], "target": [], "valid": [], "loud": [], "val": []}
     meta: list[dict] = []
@@ -214,8 +219,7 @@ def train_envelope(cfg: ExtendTrainConfig, log=print) -> dict:
     def validate() -> float:
         model.eval()
         with torch.no_grad():
-            losses = [masked_l1(model(feats[i: i + 64]), target[i: i + 64], valid[i: i + 64], loud[i: i + 64]).item()
-                      for i in val_idx.split(64)]
+            losses = [masked_l1(model(feats[i]), target[i], valid[i], loud[i]).item() for i in val_idx.split(64)]
         model.train()
         return float(np.mean(losses)) if losses else float("nan")
 

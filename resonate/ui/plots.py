@@ -19,6 +19,8 @@ from resonate.ui.analysis import Envelope, Spectrogram, envelope, spectrogram
 BEFORE_COLOUR = "rgba(128, 132, 149, 0.55)"
 AFTER_COLOUR = "rgba(255, 75, 75, 0.55)"
 FREQ_TICKS = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+ADDED_BAND_TICKS = (2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000, 22000)
+LOWEST_SHOWN_HZ = 1000.0
 
 
 def _stamp(path: str | os.PathLike) -> tuple[str, float, int]:
@@ -85,6 +87,19 @@ def spectrogram_figure(before: Spectrogram, after: Spectrogram) -> go.Figure:
     fig.update_xaxes(title_text="time (s)", automargin=True, row=2, col=1)
     fig.update_layout(height=560, margin=dict(l=80, r=30, t=40, b=60), font=dict(size=12),
                       paper_bgcolor="white", plot_bgcolor="white")
+    return fig
+
+
+def added_band_figure(before: Spectrogram, after: Spectrogram, cutoff_hz: float) -> go.Figure:
+    """The spectrograms zoomed on the band the extend stage regenerated, the cutoff marked."""
+    fig = spectrogram_figure(before, after)
+    nyquist = max(float(before.freqs.max(initial=1)), float(after.freqs.max(initial=1)))
+    low = max(LOWEST_SHOWN_HZ, cutoff_hz / 2)
+    ticks = [f for f in ADDED_BAND_TICKS if low <= f <= nyquist]
+    fig.update_yaxes(range=[np.log10(low), np.log10(nyquist)], tickvals=ticks, ticktext=[_freq_label(f) for f in ticks])
+    for row in (1, 2):
+        fig.add_hline(y=cutoff_hz, line=dict(color="white", dash="dash", width=1), row=row, col=1)
+    fig.update_layout(height=460)
     return fig
 
 

@@ -11,7 +11,9 @@ import streamlit as st
 
 from resonate.audio.io import probe, sanitize_filename
 from resonate.ui import abplayer, history, numbers
+from resonate.ui.matching import show_correction
 from resonate.ui.plots import (
+    added_band_figure,
     file_envelope,
     file_spectrogram,
     spectrogram_figure,
@@ -105,6 +107,33 @@ def embed_html(html: str, height: int) -> None:
         components.html(html, height=height)
 
 
+def extend_summary(report: dict[str, Any]) -> str | None:
+    """One line on what the extend stage found and did, or None when it did not run."""
+    entry = next((s for s in report.get("stages", []) if s["name"] == "extend" and not s["skipped"]), None)
+    if entry is None:
+        return None
+    cutoff = entry.get("detected_cutoff_hz")
+    if not entry.get("extended"):
+        found = f"Detected cutoff: {cutoff / 1000:.1f} kHz; " if cutoff else "Bandwidth: "
+        return found + entry.get("note", "nothing to extend")
+    lo, hi = entry["added_band_hz"]
+    added = entry.get("added_db")
+    level = f", {added:.1f} dB relative to the whole signal" if added is not None else ""
+    return f"Detected cutoff: {cutoff / 1000:.1f} kHz. Regenerated {lo / 1000:.1f}-{hi / 1000:.1f} kHz{level}."
+
+
+def show_added_band(report: dict[str, Any], original: Path, restored: Path) -> None:
+    """The extend stage's cutoff and, when it added a band, that band before and after."""
+    line = extend_summary(report)
+    if line is None:
+        return
+    st.markdown(f"**Bandwidth extension.** {line}")
+    entry = next(s for s in report["stages"] if s["name"] == "extend")
+    if entry.get("extended"):
+        st.plotly_chart(added_band_figure(file_spectrogram(original), file_spectrogram(restored),
+                                          entry["detected_cutoff_hz"]), width="stretch", theme=None)
+
+
 def show_result(result: dict[str, Any], key: str = "restore") -> None:
     report = result["report"]
     original, restored = Path(result["input"]), Path(result["output"])
@@ -136,6 +165,8 @@ def show_result(result: dict[str, Any], key: str = "restore") -> None:
         # theme=None: Streamlit's theme would replace the dB colour scale.
         st.plotly_chart(spectrogram_figure(file_spectrogram(original), file_spectrogram(restored)), width="stretch",
                         theme=None)
+        show_added_band(report, original, restored)
+        show_correction(report)
     with tabs[2]:
         st.table(loudness_table(report))
         st.caption("Clipped samples: samples at or beyond full scale. True peak: the peak between samples "
