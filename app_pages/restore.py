@@ -14,6 +14,7 @@ from resonate.stages import load_registry
 from resonate.ui import history, several
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.delivery import deliver
+from resonate.ui.matching import choose_reference, with_reference
 from resonate.ui.results import download_name, show_result
 from resonate.ui.runner import cancel_job, format_seconds, run_job, wait_for_cancelled_job
 from resonate.ui.session import (
@@ -121,6 +122,22 @@ def describe_input() -> float | None:
     return info.seconds
 
 
+def check_reference(reference: Path | None) -> bool:
+    """Whether the studio version can be used (one error line under the chooser if not)."""
+    if reference is None:
+        return True
+    from resonate.stages.match import Reference, check_reference_paths, check_references
+
+    try:
+        current = current_input()
+        check_reference_paths([Reference(str(reference))], [Path(current["path"])] if current else [], [])
+        check_references([Reference(str(reference))])
+    except ResonateError as exc:
+        st.error(str(exc))
+        return False
+    return True
+
+
 def run(settings, output) -> None:
     current = current_input()
     prefs = load_prefs()
@@ -196,8 +213,11 @@ def main() -> None:
     running = bool(st.session_state.get(RUNNING, False))
     choose_input(running)
     duration = describe_input()
+    reference = choose_reference("restore", running)
+    reference_ok = check_reference(reference)
     settings, output = build_settings(Controls("restore", disabled=running), duration)
-    ready = settings is not None and duration is not None
+    settings = with_reference(settings, reference) if settings is not None else None
+    ready = settings is not None and duration is not None and reference_ok
     c1, c2 = st.columns([1, 6])
     c1.button("Run", type="primary", on_click=start_run, disabled=running or not ready, key="restore.run")
     if running:

@@ -118,12 +118,16 @@ def stage_configs(settings: ChainSettings) -> dict[str, Any]:
         cfg = config_from_dict(cls.Config, preset.get(name), f"{settings.preset}.{name}")
         configs[name] = merge_config(cfg, settings.overrides.get(name), name)
     # With a studio reference the match stage sets the tone; the master's EQ from the preset would
-    # undo part of it, so it stays flat unless the user set it (its compressor and limiter stay).
+    # undo part of it, so it stays flat unless the user set it to something other than the
+    # preset's (the app hands every control's value over); its compressor and limiter stay.
     match = configs.get("match")
     if match is not None and match.references and "match" not in settings.skip and "master" in configs:
         from resonate.stages.master import with_neutral_eq
 
-        configs["master"] = with_neutral_eq(configs["master"], keep=settings.overrides.get("master", {}))
+        from_preset = config_from_dict(registry["master"].Config, preset.get("master"), f"{settings.preset}.master")
+        chosen = merge_config(from_preset, settings.overrides.get("master"), "master")
+        user_set = [f.name for f in dataclasses.fields(chosen) if getattr(chosen, f.name) != getattr(from_preset, f.name)]
+        configs["master"] = with_neutral_eq(configs["master"], keep=user_set)
     return configs
 
 

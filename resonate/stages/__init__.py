@@ -53,7 +53,7 @@ STAGE_INFO: dict[str, StageInfo] = {
         "Strength blends restored and original.")),
     "match": StageInfo("Match", "studio version as reference", (
         "Give the studio version of the songs and Resonate makes the recording sound like it: it "
-        "compares the two long-term spectra (averaged over a third of an octave) and corrects the "
+        "compares the two long-term spectra (each averaged over an octave) and corrects the "
         "difference the PA, the hall and the phone made with a linear-phase EQ, at most ±12 dB, never "
         "boosting what the recording does not hold (its noise, above a codec's cutoff). Several "
         "references can each cover a time range of the show. Strength blends the correction; without "

@@ -39,7 +39,7 @@ MIN_REFERENCE_SECONDS = 10.0
 SILENT_DBFS = -70.0            # a reference whose average level is below this is taken as silent
 DIGITAL_SILENCE_DB = -100.0    # frames quieter than this are left out of every measurement
 NOISE_PERCENTILE = 10.0        # a band's noise floor: this percentile of its frame levels
-NOISE_MARGIN_DB = 6.0          # a band may be boosted by at most its level above the floor minus this
+NOISE_MARGIN_DB = 12.0         # a band may be boosted by at most its level above the floor minus this
 CONTENT_SPAN_DB = 60.0         # a bin this far below the spectrum's loudest part has no content
 CONTENT_OCTAVES = 1 / 12       # the smoothing of the spectra that content is judged on
 GONE_DB = 30.0                 # the recording this far under the reference has lost that frequency
@@ -109,7 +109,9 @@ class MatchConfig:
                               help="how much of the correction towards the studio version: 0 = none, 1 = all")
     max_correction_db: float = setting(12.0, label="Correction limit", unit="dB", range=(0.0, 24.0), step=0.5,
                                        help="the correction never boosts or cuts any frequency by more than this")
-    smoothing_octaves: float = setting(1 / 3, label="Smoothing", unit="octave", range=(1 / 24, 2.0), step=1 / 24,
+    # One octave: the reference is another stretch of the song, whose finer detail is its own
+    # notes, not what the PA and the room did (docs/matching.md: 1/3 octave scored lower).
+    smoothing_octaves: float = setting(1.0, label="Smoothing", unit="octave", range=(1 / 24, 2.0), step=1 / 24,
                                        help="width over which both spectra are averaged before they are compared")
     crossfade_s: float = setting(2.0, label="Crossfade", unit="s", range=(0.0, 30.0), step=0.5,
                                  help="how long one reference's correction takes to hand over to the next")
@@ -315,8 +317,9 @@ class Correction:
         top = self.freqs[-1]
         grid = LOWEST_HZ * 2.0 ** (np.arange(0, np.log2(top / LOWEST_HZ), 1 / CURVE_POINTS_PER_OCTAVE))
 
-        def on_grid(y: np.ndarray) -> list[float]:
-            return [round(float(v), 2) for v in np.interp(grid, self.freqs, y)]
+        def on_grid(y: np.ndarray) -> list[float | None]:
+            # None where a spectrum has no content (strict JSON has no NaN; plots leave a gap).
+            return [round(float(v), 2) if np.isfinite(v) else None for v in np.interp(grid, self.freqs, y)]
 
         return {"reference": self.reference.label(), "freq_hz": [round(float(f), 1) for f in grid],
                 "reference_db": on_grid(self.reference_db), "recording_db": on_grid(self.recording_db),
@@ -329,12 +332,17 @@ def design_correction(ref_psd: np.ndarray, rec_psd: np.ndarray, band_snr_db: np.
 
     Returns (gain, reference curve on the recording's level, recording curve, top of the
     recording's content in Hz)."""
-    def db(psd: np.ndarray, octaves: float) -> np.ndarray:
-        return 10 * np.log10(smooth_octave(psd, freqs, octaves) + 1e-30)
+    def db(psd: np.ndarray, octaves: float, where: np.ndarray | None = None) -> np.ndarray:
+        """Smoothed level in dB; with ``where``, averaged over those bins only (a codec's empty
+        band does not pull down the average just under its cutoff)."""
+        if where is None:
+            return 10 * np.log10(smooth_octave(psd, freqs, octaves) + 1e-30)
+        share = smooth_octave(where.astype(float), freqs, octaves)
+        mean = smooth_octave(np.where(where, psd, 0.0), freqs, octaves) / np.maximum(share, 1e-9)
+        return 10 * np.log10(np.where(share > 0, mean, 0.0) + 1e-30)
 
-    ref_db, rec_db = db(ref_psd, cfg.smoothing_octaves), db(rec_psd, cfg.smoothing_octaves)
-    # Where each has content, judged on a finer smoothing (a codec's cutoff is a cliff, and a
-    # third of an octave would spread it): no more than CONTENT_SPAN_DB under the loudest part.
+    # Where each has content, judged on a fine smoothing (a codec's cutoff is a cliff, and a
+    # wide smoothing would spread it): no more than CONTENT_SPAN_DB under the loudest part.
     ref_fine, rec_fine = db(ref_psd, CONTENT_OCTAVES), db(rec_psd, CONTENT_OCTAVES)
     audible = (freqs >= LOWEST_HZ) & (freqs <= 16000.0)
 
@@ -342,26 +350,29 @@ def design_correction(ref_psd: np.ndarray, rec_psd: np.ndarray, band_snr_db: np.
         return (fine > fine[audible].max() - CONTENT_SPAN_DB) & (freqs >= LOWEST_HZ)
 
     both = has_content(rec_fine) & has_content(ref_fine)
-    diff = ref_db - rec_db
     # The level difference: a median over log-frequency (each octave counts the same), so the
     # clamps limit the shape of the correction, not its overall level.
     level = both & (freqs >= LEVEL_BAND_HZ[0]) & (freqs <= LEVEL_BAND_HZ[1])
-    offset = _weighted_median(diff[level], 1 / freqs[level]) if level.any() else 0.0
+    rough = db(ref_psd, cfg.smoothing_octaves, both) - db(rec_psd, cfg.smoothing_octaves, both)
+    offset = _weighted_median(rough[level], 1 / freqs[level]) if level.any() else 0.0
     # The recording has lost a frequency when it lies GONE_DB or more under the reference there
     # (a codec's cutoff, a phone's microphone at its limit): boosting it would lift only what the
     # loss left (noise, codec artefacts). Above the highest frequency it keeps, nothing is boosted.
     kept = both & (rec_fine - (ref_fine - offset) > -GONE_DB)
     top = float(freqs[kept].max()) if kept.any() else 0.0
-    gain = np.where(both, diff - offset, 0.0)
+    ref_db, rec_db = db(ref_psd, cfg.smoothing_octaves, kept), db(rec_psd, cfg.smoothing_octaves, kept)
+    gain = np.where(kept, ref_db - rec_db - offset, 0.0)
     gain = np.clip(gain, -cfg.max_correction_db, cfg.max_correction_db)
     # Never boost what is not there: at most the band's level over its noise floor, less a
     # margin; nothing where the recording has lost the frequency, nor within a sixth of an
-    # octave under its top (the smoothing reaches over the cliff there).
+    # octave under its top (the FIR's transition).
     snr = np.interp(np.log2(np.maximum(freqs, 1.0)), np.log2(band_centres), band_snr_db)
     boost_cap = np.clip(snr - NOISE_MARGIN_DB, 0.0, cfg.max_correction_db)
     boost_cap = np.where(kept & (freqs < top * 2 ** (-1 / 6)), boost_cap, 0.0)
     gain = np.minimum(gain, boost_cap) * cfg.strength
-    return gain, ref_db - offset, rec_db, top
+    curves_where = has_content(rec_fine) | has_content(ref_fine)
+    return gain, np.where(curves_where, db(ref_psd, cfg.smoothing_octaves) - offset, np.nan), \
+        np.where(curves_where, db(rec_psd, cfg.smoothing_octaves), np.nan), top
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

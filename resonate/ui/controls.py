@@ -38,6 +38,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "separate": ("model", "preset", "gains_db", "denoise", "keep_percent"),
     "denoise": ("strength", "stationary", "noise_start_s", "noise_end_s"),
     "restore": ("strength",),
+    "match": ("strength", "max_correction_db"),
     "extend": ("strength",),
     "master": ("highpass_hz", "low_shelf_hz", "low_shelf_db", "high_shelf_hz", "high_shelf_db", "bands",
                "compressor", "comp_threshold_db", "comp_ratio", "comp_attack_ms", "comp_release_ms", "makeup_db",
