@@ -77,10 +77,14 @@ class FuseConfig:
     max_residual_ms: float = 1.0    # a recording whose local offsets scatter more is left out
     # level / spectrum matching
     match_spectra: bool = True
+    # Up to this many recordings, match the music each shares with the reference (music_colour),
+    # not its total power: with two, a total-power median moves the better one halfway to the noisier.
+    match_music_upto: int = 2
     eq_limit_db: float = 12.0
     # fusion
     n_fft_s: float = 0.046          # 2048 at 44.1 kHz
-    outlier_db: float = 6.0         # a cell this far from the median magnitude is left out
+    outlier_db: float = 6.0         # two recordings: a cell this far from the lower (quieter) one is left out
+    outlier_db_many: float = 3.0    # ... with three or more recordings: this far above the quietest one
     ramp_s: float = 2.0
     window_s: float = 8.0           # OverlapAdd window and overlap
     overlap_s: float = 1.0
@@ -140,6 +144,7 @@ class Recording:
     gain: np.ndarray | None = None       # (n_fft // 2 + 1,) amplitude gains to the median spectrum
     psd: np.ndarray | None = None        # long-term power over the fine windows (this recording)
     psd_ref: np.ndarray | None = None    # ... and the reference's over the same windows
+    window_spectra: np.ndarray | None = None   # (windows, 3, n_fft // 2 + 1): reference, its power, |cross|
     level_db: float = 0.0
 
     @property
@@ -418,6 +423,18 @@ def gcc_phat(a: np.ndarray, b: np.ndarray, sr: float, band: tuple[float, float],
     return lag, float(corr[i] / (np.std(full) + 1e-20))
 
 
+def _welch_pair(a: np.ndarray, b: np.ndarray, n_fft: int, delay: float) -> np.ndarray:
+    """(3, n_fft // 2 + 1): power of ``a``, of ``b`` and the magnitude of their cross-spectrum, each
+    smoothed over a third of an octave; ``b`` advanced by ``delay`` samples (|delay| < 1) first."""
+    hop = n_fft // 2
+    win = np.hanning(n_fft)
+    fa = np.fft.rfft(np.lib.stride_tricks.sliding_window_view(a, n_fft)[::hop] * win, axis=-1)
+    fb = np.fft.rfft(np.lib.stride_tricks.sliding_window_view(b, n_fft)[::hop] * win, axis=-1)
+    fb *= np.exp(2j * np.pi * np.arange(fb.shape[-1]) * delay / n_fft)
+    return np.stack([_smooth_octave(np.mean(np.abs(fa) ** 2, axis=0)), _smooth_octave(np.mean(np.abs(fb) ** 2, axis=0)),
+                     _smooth_octave(np.abs(np.mean(fa * np.conj(fb), axis=0)))])
+
+
 def _welch(x: np.ndarray, n_fft: int) -> np.ndarray:
     hop = n_fft // 2
     if len(x) < n_fft:
@@ -487,6 +504,7 @@ def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndar
     points = []
     psd = np.zeros(n_fft // 2 + 1)
     psd_ref = np.zeros(n_fft // 2 + 1)
+    spectra: list[np.ndarray] = []
     with sf.SoundFile(str(ref.path)) as fa, sf.SoundFile(str(rec.path)) as fb:
         for i, tc in enumerate(centres):
             if on_window:
@@ -513,6 +531,9 @@ def _local_offsets(ref: Recording, rec: Recording, cm: TimeMap, centres: np.ndar
                 i = int(round(lag))
                 psd += _welch(b[i: i + wn], n_fft)
                 psd_ref += _welch(a, n_fft)
+                if len(b) >= i + wn + 1:
+                    spectra.append(_welch_pair(a, b[i: i + wn], n_fft, lag - i).astype(np.float32))
+    rec.window_spectra = np.stack(spectra) if spectra else None
     return points, psd, psd_ref
 
 
@@ -581,6 +602,21 @@ def _smooth_octave(x: np.ndarray, fraction: float = 1 / 3) -> np.ndarray:
     return (cum[hi + 1] - cum[lo]) / (hi + 1 - lo)
 
 
+def music_colour(spectra: np.ndarray, q: float = 0.1) -> np.ndarray:
+    """Log power ratio per bin of the music in a recording to the music in the reference, from
+    per-window spectra (P_ref, P_rec, |C|) of the fine stage: with independent noises,
+    |C| = sqrt(a) S_ref for a music ratio a, so |C| / P_ref <= sqrt(a) <= P_rec / |C| in every window,
+    tight in the windows where the reference, or the recording, is least disturbed (the crowd comes
+    and goes). The geometric mean of the two bounds (taken at quantiles q and 1 - q, not at the
+    extremes, against estimation noise). A total-power ratio would count a recording's own crowd
+    as louder music, and matching would then turn its music down."""
+    floor = 1e-12 * float(spectra.max()) + 1e-30
+    p_ref, p_rec, cross = spectra[:, 0] + floor, spectra[:, 1] + floor, spectra[:, 2] + floor
+    lower = np.quantile(cross / p_ref, 1 - q, axis=0)
+    upper = np.quantile(p_rec / cross, q, axis=0)
+    return np.log(lower) + np.log(upper)
+
+
 def spectrum_matching(ref: Recording, used: list[Recording], cfg: FuseConfig, n_fft: int) -> None:
     """Per recording, the amplitude gain per bin that brings its long-term spectrum (and so its level)
     to the median of all: colour relative to the reference over the windows both cover, median
@@ -588,6 +624,9 @@ def spectrum_matching(ref: Recording, used: list[Recording], cfg: FuseConfig, n_
     colours = {ref.index: np.zeros(n_fft // 2 + 1)}
     for r in used:
         if r is ref or r.psd is None or not r.psd.any():
+            continue
+        if len(used) <= cfg.match_music_upto and r.window_spectra is not None and len(r.window_spectra) >= 8:
+            colours[r.index] = music_colour(r.window_spectra)
             continue
         floor = 1e-12 * max(r.psd.max(), r.psd_ref.max(), 1e-30)
         colours[r.index] = np.log(_smooth_octave(r.psd) + floor) - np.log(_smooth_octave(r.psd_ref) + floor)
@@ -781,6 +820,15 @@ class CellFusion:
         med = np.take_along_axis(mag, med_idx, axis=0)                # (1, C, T, F)
         ratio_db = 20 * np.log10((mag + 1e-12) / (med + 1e-12))
         keep = pres & (np.abs(ratio_db) <= cfg.outlier_db)
+        if cfg.mode == "complex":
+            # Three or more recordings: only those within outlier_db_many of the quietest. Whatever
+            # a phone hears on top of the music (its crowd, its own late reverberation) only adds
+            # energy, so the quietest cells are the least disturbed; averaging the few that agree
+            # with it beat both the median rule and the quietest alone (docs/fusion.md).
+            quietest = np.take_along_axis(mag, order[:1], axis=0)
+            above_db = 20 * np.log10((mag + 1e-12) / (quietest + 1e-12))
+            many = (count >= 3)[None, None, :, None]
+            keep = np.where(many, pres & (above_db <= cfg.outlier_db_many), keep)
         self._count(here, present, keep)
         n_keep = np.maximum(keep.sum(axis=0), 1)
         if cfg.mode == "complex":
