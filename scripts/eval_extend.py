@@ -50,6 +50,7 @@ from resonate.train.extend import (  # noqa: E402
 
 SR = 44100
 LSD_EPS = 1e-10
+LOW_FLOOR_EPS = 1e-13       # the same LSD with a floor 30 dB lower (-130 dB), reported beside it
 CONDITIONS = [("lowpass", 8000), ("lowpass", 11000), ("lowpass", 14000), ("mp3", 64), ("mp3", 96), ("mp3", 128)]
 METHODS = ("empty", "replicate", "model")
 
@@ -62,10 +63,10 @@ def power_spec(x: np.ndarray) -> np.ndarray:
     return (spec.abs() ** 2).numpy() / float((window ** 2).sum())
 
 
-def lsd(ref_p: np.ndarray, est_p: np.ndarray, lo_hz: float, hi_hz: float) -> float:
+def lsd(ref_p: np.ndarray, est_p: np.ndarray, lo_hz: float, hi_hz: float, eps: float = LSD_EPS) -> float:
     freqs = np.fft.rfftfreq(2048, 1 / SR)
     band = (freqs >= lo_hz) & (freqs < hi_hz)
-    diff = 10 * np.log10((ref_p[:, band] + LSD_EPS) / (est_p[:, band] + LSD_EPS))
+    diff = 10 * np.log10((ref_p[:, band] + eps) / (est_p[:, band] + eps))
     per_frame = np.sqrt(np.mean(diff ** 2, axis=1))                 # (channels, frames)
     loud = ref_p.sum(axis=1) > ref_p.sum(axis=1).max() * 1e-6      # frames that are not silent
     return float(per_frame[loud].mean())
@@ -79,6 +80,13 @@ def join_step(ref_p: np.ndarray, est_p: np.ndarray, cutoff: float) -> float:
     def step(p):
         return 10 * np.log10(p[:, above].mean() + LSD_EPS) - 10 * np.log10(p[:, below].mean() + LSD_EPS)
     return float(step(est_p) - step(ref_p))
+
+
+def level_bias(ref_p: np.ndarray, est_p: np.ndarray, lo_hz: float, hi_hz: float) -> float:
+    """The estimate's level in the band minus the reference's, dB (mean power over the excerpt)."""
+    freqs = np.fft.rfftfreq(2048, 1 / SR)
+    band = (freqs >= lo_hz) & (freqs < hi_hz)
+    return float(10 * np.log10((est_p[:, band].mean() + LSD_EPS) / (ref_p[:, band].mean() + LSD_EPS)))
 
 
 def band_limit(clean: np.ndarray, kind: str, value: int) -> np.ndarray:
@@ -127,6 +135,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             stage.plan()
             if stage.extender is not None and args.fine_structure is not None:
                 stage.extender.fine_structure = args.fine_structure
+            if stage.extender is not None and args.level_offset is not None:
+                stage.extender.level_offset_db = args.level_offset
             out_model = np.concatenate(list(stage.apply(iter([damaged]))), axis=-1)
             rep = stage.report()
             row = {"clip": name, "condition": f"{kind}_{value}", "limit_hz": round(limit), "cutoff_hz": rep["detected_cutoff_hz"],
@@ -141,7 +151,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             for method in METHODS:
                 est_p = power_spec(outputs[method])
                 row[f"lsd_high_{method}"] = lsd(ref_p, est_p, cutoff, top_hz)
+                row[f"lsd130_high_{method}"] = lsd(ref_p, est_p, cutoff, top_hz, LOW_FLOOR_EPS)
                 row[f"step_{method}"] = join_step(ref_p, est_p, cutoff)
+                row[f"bias_{method}"] = level_bias(ref_p, est_p, cutoff, top_hz)
             row["lsd_low_input"] = lsd(ref_p, power_spec(damaged), 50.0, cutoff)
             row["lsd_low_model"] = lsd(ref_p, power_spec(out_model), 50.0, cutoff)
             rows.append(row)
@@ -156,13 +168,14 @@ def summarise(rows: list[dict]) -> dict:
         entry = {"excerpts": len([r for r in rows if r["condition"] == cond]), "extended": len(done)}
         if done:
             entry["cutoff_hz_mean"] = round(float(np.mean([r["cutoff_hz"] for r in done])))
-            for key in [f"lsd_high_{m}" for m in METHODS] + ["lsd_low_input", "lsd_low_model"] + [f"step_{m}" for m in METHODS[1:]]:
+            for key in [f"lsd_high_{m}" for m in METHODS] + ["lsd_low_input", "lsd_low_model"] + [f"step_{m}" for m in METHODS[1:]] + [f"bias_{m}" for m in METHODS[1:]] + [f"lsd130_high_{m}" for m in METHODS]:
                 entry[key] = round(float(np.mean([r[key] for r in done])), 2)
         out[cond] = entry
     done = [r for r in rows if r["extended"]]
     if done:
         out["all"] = {"extended": len(done), **{key: round(float(np.mean([r[key] for r in done])), 2) for key in
-                      [f"lsd_high_{m}" for m in METHODS] + ["lsd_low_input", "lsd_low_model"] + [f"step_{m}" for m in METHODS[1:]]}}
+                      [f"lsd_high_{m}" for m in METHODS] + ["lsd_low_input", "lsd_low_model"] + [f"step_{m}" for m in METHODS[1:]]
+                      + [f"bias_{m}" for m in METHODS[1:]] + [f"lsd130_high_{m}" for m in METHODS]}}
         out["all"]["model_beats_replicate"] = int(sum(r["lsd_high_model"] < r["lsd_high_replicate"] for r in done))
         out["all"]["max_low_band_change_db"] = round(float(max(abs(r["lsd_low_model"] - r["lsd_low_input"]) for r in done)), 4)
     return out
@@ -192,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the held-out development tracks (the figures), or the training run's validation tracks")
     parser.add_argument("--weights", default="", help="extension weights (default: the shipped model)")
     parser.add_argument("--fine-structure", type=float, help="override the model's fine-structure depth (0..1)")
+    parser.add_argument("--level-offset", type=float, help="override the dB added to the model's predicted levels")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
     if not args.weights:
@@ -199,15 +213,22 @@ def main(argv: list[str] | None = None) -> int:
 
         args.weights = str(DEFAULT_EXTEND_WEIGHTS)
     result = evaluate(args)
-    header = f"{'condition':<12}{'n':>4}{'cutoff':>8}{'empty':>8}{'replic.':>8}{'model':>8}{'low in':>8}{'low out':>8}{'step r':>8}{'step m':>8}"
-    print("LSD in dB (regenerated band: empty / replication / model; 50 Hz-cutoff: input / output); join step, dB")
+    header = (f"{'condition':<14}{'n':>4}{'cutoff':>8}{'empty':>8}{'replic.':>8}{'model':>8}{'low in':>8}{'low out':>8}"
+              f"{'step r':>8}{'step m':>8}{'bias r':>8}{'bias m':>8}")
+    print("LSD in dB (regenerated band: empty / replication / model; 50 Hz-cutoff: input / output); "
+          "join step and level bias in the band (replication, model), dB")
     print(header)
     for cond, e in result["summary"].items():
         if "lsd_high_model" not in e:
-            print(f"{cond:<12}{e.get('extended', 0):>4}  (nothing to extend)")
+            print(f"{cond:<14}{e.get('extended', 0):>4}  (nothing to extend)")
             continue
-        print(f"{cond:<12}{e['extended']:>4}{e.get('cutoff_hz_mean', 0):>8}{e['lsd_high_empty']:>8.2f}{e['lsd_high_replicate']:>8.2f}"
-              f"{e['lsd_high_model']:>8.2f}{e['lsd_low_input']:>8.2f}{e['lsd_low_model']:>8.2f}{e['step_replicate']:>8.2f}{e['step_model']:>8.2f}")
+        print(f"{cond:<14}{e['extended']:>4}{e.get('cutoff_hz_mean', 0):>8}{e['lsd_high_empty']:>8.2f}{e['lsd_high_replicate']:>8.2f}"
+              f"{e['lsd_high_model']:>8.2f}{e['lsd_low_input']:>8.2f}{e['lsd_low_model']:>8.2f}{e['step_replicate']:>8.2f}"
+              f"{e['step_model']:>8.2f}{e['bias_replicate']:>8.2f}{e['bias_model']:>8.2f}")
+    print("the same LSD in the regenerated band with a floor of -130 dB instead of -100 dB (empty / replication / model):")
+    for cond, e in result["summary"].items():
+        if "lsd130_high_model" in e:
+            print(f"{cond:<14}{e['lsd130_high_empty']:>8.2f}{e['lsd130_high_replicate']:>8.2f}{e['lsd130_high_model']:>8.2f}")
     allrow = result["summary"].get("all", {})
     if allrow:
         print(f"model below replication on {allrow['model_beats_replicate']}/{allrow['extended']} excerpts; "

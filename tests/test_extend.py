@@ -150,15 +150,26 @@ def test_adds_the_band_above_the_cutoff_and_nothing_below(tiny_weights, source):
     assert report["extended"] and report["added_band_hz"][0] == pytest.approx(cutoff, abs=25)
     added = y - x
     total_added = band_energy(added, sr, 0.0, sr / 2)
-    # Below the cutoff only what the STFT's windows leak: 50 dB under what was added (this random
-    # model adds more than the input holds), and under what the input has there.
+    # Below the cutoff only what the STFT's windows leak: 40 dB under what was added (this random
+    # model adds more than the input holds) and under what the input has there.
     leaked, near = band_energy(added, sr, 20.0, cutoff - 300.0), band_energy(added, sr, cutoff - 300.0, cutoff)
-    assert leaked < 1e-5 * total_added and leaked < 1e-4 * band_energy(x, sr, 20.0, cutoff - 300.0)
+    assert leaked < 1e-4 * total_added and leaked < 1e-4 * band_energy(x, sr, 20.0, cutoff - 300.0)
     assert near < 1e-3 * total_added
     # Above it: a band where the input had (almost) nothing, and nothing above the top.
     assert band_energy(added, sr, cutoff + 500.0, 17500.0) > 1e3 * band_energy(x, sr, cutoff + 500.0, 17500.0)
     assert band_energy(added, sr, 18500.0, sr / 2) < 1e-4 * band_energy(added, sr, cutoff, 18000.0)
     assert report["added_db"] is not None and np.isfinite(report["added_db"])
+
+
+def test_the_shipped_model_adds_nothing_below_the_cutoff():
+    sr = 44100
+    x = band_limit(harmonic_music(6.0, sr) + noise(6.0, sr, seed=2), sr, 10000.0)
+    stage = ExtendStage()
+    added = stage.process(x, StageContext(sr, 2)) - x
+    cutoff = stage.report()["detected_cutoff_hz"]
+    assert abs(cutoff - 10000.0) < 500.0
+    assert band_energy(added, sr, 20.0, cutoff - 300.0) < 1e-5 * band_energy(x, sr, 20.0, cutoff - 300.0)
+    assert band_energy(added, sr, cutoff + 1000.0, 19000.0) > 10 * band_energy(x, sr, cutoff + 1000.0, 19000.0)
 
 
 def test_streaming_equals_whole_file(tiny_weights):
@@ -185,7 +196,7 @@ def test_chunk_seams_do_not_click(tiny_weights):
     a = chunked.process(x, StageContext(sr, 2)) - x
     b = one.process(x, StageContext(sr, 2)) - x
     # The same band at the same level either way (a seam would add broadband energy).
-    assert band_energy(a, sr, 20.0, 8500.0) < 1e-5 * band_energy(a, sr, 0.0, sr / 2)
+    assert band_energy(a, sr, 20.0, 8500.0) < 1e-4 * band_energy(a, sr, 0.0, sr / 2)
     assert 0.8 < band_energy(a, sr, 9500.0, 19000.0) / band_energy(b, sr, 9500.0, 19000.0) < 1.25
 
 

@@ -45,7 +45,9 @@ LEVEL_RANGE_DB = (-90.0, 30.0)  # relative levels are clamped to this
 POWER_EPS = 1e-12               # -120 dB: silence
 WHITEN_HZ = 540.0               # width of the local level the copied fine structure is divided by
 FADE_BINS = 4                   # raised-cosine fade at both ends of the added band
-FINE_STRUCTURE = 1.0            # depth of the copied fine structure around the envelope (1: as copied, 0: flat)
+GUARD_BINS = 2                  # the fade-in starts this far above the cutoff: window leakage stays above it
+FINE_STRUCTURE = 0.5            # depth of the copied fine structure around the envelope (1: as copied, 0: flat)
+LEVEL_OFFSET_DB = 0.0           # added to the model's predicted levels (a calibration, see docs)
 MODES = ("model", "replicate", "empty")
 
 
@@ -186,9 +188,10 @@ class BandLayout:
         # Copy-up: the octave under the cutoff, shifted by an even number of bins (with hop =
         # n_fft / 2 the phase then advances alike in source and copy: a true frequency shift).
         width = max(2, 2 * int(round(self.cutoff_bin / 4)))
-        dest = np.arange(self.cutoff_bin, self.top_bin + 1)
+        self.first_bin = self.cutoff_bin + GUARD_BINS
+        dest = np.arange(self.first_bin, self.top_bin + 1)
         self.source_lo = self.cutoff_bin - width
-        self.source_rel = torch.as_tensor((dest - self.cutoff_bin) % width, device=self.device)
+        self.source_rel = torch.as_tensor((dest - self.first_bin) % width, device=self.device)
         # Interpolation between band centres (in dB) at each added bin, for its level.
         centres = band_centres_hz()
         j = np.clip(np.searchsorted(centres, freqs[dest], side="right") - 1, 0, N_BANDS - 2)
@@ -211,7 +214,7 @@ class BandLayout:
 
     @property
     def extends(self) -> bool:
-        return self.top_bin > self.cutoff_bin + 2 * FADE_BINS
+        return self.top_bin > self.cutoff_bin + GUARD_BINS + 2 * FADE_BINS
 
     # -- features --
 
@@ -281,7 +284,7 @@ class BandLayout:
                 gain_db = gain_db + (fine_structure - 1.0) * (source_db - local_db)
             copied = copied * torch.exp(gain_db * (np.log(10.0) / 20.0))
         copied = copied * self.fade[None, :, None]
-        return F.pad(copied.transpose(1, 2), (self.cutoff_bin, n_bins - 1 - self.top_bin)).transpose(1, 2)
+        return F.pad(copied.transpose(1, 2), (self.first_bin, n_bins - 1 - self.top_bin)).transpose(1, 2)
 
 
 class BandExtender:
@@ -295,7 +298,7 @@ class BandExtender:
     def __init__(self, model: EnvelopeNet | None, sample_rate: int, cutoff_hz: float, top_hz: float,
                  strength: float = 1.0, device: torch.device | str = "cpu", mode: str = "model",
                  chunk_seconds: float = 8.0, overlap_seconds: float = 0.5, fixed_shape: bool = False,
-                 fine_structure: float = FINE_STRUCTURE):
+                 fine_structure: float = FINE_STRUCTURE, level_offset_db: float = LEVEL_OFFSET_DB):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode == "model" and model is None:
@@ -305,6 +308,7 @@ class BandExtender:
         self.layout = BandLayout(sample_rate, cutoff_hz, top_hz, self.device)
         self.mode, self.strength = mode, float(np.clip(strength, 0.0, 1.0))
         self.fine_structure = float(fine_structure)
+        self.level_offset_db = float(level_offset_db)
         hop = self.layout.hop
         self.window = max(2, round(chunk_seconds * sample_rate / hop)) * hop
         self.overlap = min(round(overlap_seconds * sample_rate / hop), self.window // hop // 2) * hop
@@ -322,7 +326,7 @@ class BandExtender:
         predicted = None
         if self.mode == "model":
             levels = lay.band_levels(power, ref_db)
-            predicted = self.model(lay.features(levels))
+            predicted = self.model(lay.features(levels)) + self.level_offset_db
             env_db = lay.envelope_db(levels, predicted)
         else:
             env_db = None
