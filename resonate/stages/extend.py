@@ -86,8 +86,8 @@ class ExtendStage(TwoPassStage):
             return
         top = min(cfg.top_hz, found.top_hz)
         if top - found.cutoff_hz < MIN_ADDED_HZ:
-            self.note = (f"cut at {found.cutoff_hz / 1000:.1f} kHz, but the output's rate leaves no room above it: "
-                         "nothing to extend")
+            self.note = (f"cut at {found.cutoff_hz / 1000:.1f} kHz, at the top of what is regenerated "
+                         f"({top / 1000:.1f} kHz, under Nyquist): nothing to extend")
             return
         if cfg.strength == 0.0:
             self.note = f"cut at {found.cutoff_hz / 1000:.1f} kHz; strength 0: nothing added"
