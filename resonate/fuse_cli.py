@@ -38,8 +38,9 @@ def add_fuse_arguments(p: argparse.ArgumentParser) -> None:
         if action.dest not in _NOT_COPIED:
             p._add_action(action)
     p.add_argument("--fusion", choices=FUSION_MODES, default=FuseConfig.mode,
-                   help="per time-frequency cell: complex average of the consistent recordings, their mean "
-                        "magnitude with the median one's phase (magphase), or the quietest (min)")
+                   help="per time-frequency cell: complex average of the recordings near the median, of those near "
+                        "the quietest (quiet; with three or more), their mean magnitude with the median one's "
+                        "phase (magphase), or the quietest (min)")
     p.add_argument("--work-dir", metavar="DIR", help="folder for the temporary fused file (default: $TMPDIR)")
     p.description = ("Align several recordings of one show (offsets, clock drift), fuse them per "
                      "time-frequency cell, and run the restore chain on the result.")

@@ -112,7 +112,7 @@ def test_fused_output_is_closer_to_the_source_than_any_recording(show):
 
 def test_every_fusion_mode_runs_and_keeps_length(show, tmp_path):
     paths = [show["paths"][n] for n in ("ref.wav", "b.wav")]
-    for mode in ("magphase", "min"):
+    for mode in ("quiet", "magphase", "min"):
         out = tmp_path / f"{mode}.wav"
         report = fuse_files(paths, out, FuseConfig(mode=mode, max_windows=8))
         y, sr = sf.read(out, dtype="float32", always_2d=True)
