@@ -28,10 +28,15 @@ class Restorer:
     """Apply a RestoreUNet to (channels, n) float32 audio at the model's sample rate."""
 
     def __init__(self, model: RestoreUNet, device: torch.device | str = "cpu", strength: float = 1.0,
-                 chunk_seconds: float = 8.0, overlap_seconds: float = 1.0, fixed_shape: bool = False):
+                 chunk_seconds: float = 8.0, overlap_seconds: float = 1.0, fixed_shape: bool = False,
+                 use_gate: bool = True):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.strength = float(np.clip(strength, 0.0, 1.0))
+        # The damage gate (when the weights carry one) sets per window how much of the model's
+        # change is applied; ``strength`` scales that.
+        self.gate = model.gate.cpu().eval() if use_gate and model.gate is not None else None
+        self.alphas: list[float] = []     # the gate's choice per window, for the report
         sr, hop = model.config.sample_rate, model.config.hop
         # Chunks start on the STFT frame grid: the model is not invariant to sub-hop shifts, so
         # this is what makes chunked output equal the whole-clip output away from chunk edges.
@@ -61,9 +66,14 @@ class Restorer:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
             y = self._model(x).float().cpu().numpy()
+        amount = self.strength
+        if self.gate is not None:
+            alpha = self.gate.alpha(chunk, y, self.model.config.sample_rate)
+            self.alphas.append(alpha)
+            amount *= alpha
         self.compute_s += time.perf_counter() - start
-        if self.strength < 1.0:
-            y = self.strength * y + (1.0 - self.strength) * chunk
+        if amount != 1.0:
+            y = chunk + amount * (y - chunk)
         return y.astype(np.float32)
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

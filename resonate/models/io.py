@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from resonate.errors import ResonateError
+from resonate.models.gate import DamageGate, GateConfig
 from resonate.models.unet import RestoreUNet, RestoreUNetConfig
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "restore_unet.safetensors"
@@ -23,6 +24,8 @@ def save_weights(model: RestoreUNet, path: str | Path, extra: dict | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "resonate-restore-unet/1", "config": json.dumps(model.config.to_dict())}
+    if getattr(model, "gate", None) is not None:      # its tensors are in the state dict as gate.*
+        metadata["gate_config"] = json.dumps(model.gate.config.to_dict())
     for k, v in (extra or {}).items():
         metadata[k] = v if isinstance(v, str) else json.dumps(v)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -52,6 +55,8 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, device: torch.device | str = 
     except Exception as exc:  # corrupt or foreign file: one line for the user
         raise ResonateError(f"cannot read restore model weights {path.name}: {exc}") from exc
     model = RestoreUNet(config)
+    if "gate_config" in meta:   # the damage gate fitted to this model (resonate.models.gate)
+        model.gate = DamageGate(GateConfig.from_dict(json.loads(meta["gate_config"])))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ResonateError(f"{path.name} does not match the restore model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -190,6 +190,9 @@ class TemporalBlock(nn.Module):
 class RestoreUNet(nn.Module):
     def __init__(self, config: RestoreUNetConfig | None = None):
         super().__init__()
+        # The damage gate fitted to these weights (resonate.models.gate), set by ``load_model`` when
+        # the file has one (its tensors are then ``gate.*``); the Restorer uses it, ``forward`` does not.
+        self.gate: nn.Module | None = None
         self.config = config or RestoreUNetConfig()
         self.config.validate()
         c = list(self.config.channels)

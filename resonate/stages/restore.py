@@ -26,6 +26,9 @@ STRENGTH_RANGE = (0.0, 1.0)
 class RestoreConfig:
     strength: float = setting(1.0, label="Restoration strength (wet/dry)", range=STRENGTH_RANGE, step=0.05,
                               help="wet/dry of the restoration model: 0 = original, 1 = fully restored")
+    adaptive: bool = setting(True, label="Adaptive amount (damage gate)",
+                             help="let the model's damage gate decide per window how much to change: "
+                                  "less where the recording is clean, more where it is badly damaged")
     weights: str = ""              # a .safetensors file; empty = the shipped model
     chunk_seconds: float = 8.0
     overlap_seconds: float = 1.0
@@ -55,7 +58,7 @@ class RestoreStage(Stage):
         self.model_rate = model.config.sample_rate
         self.restorer = Restorer(model, ctx.device, strength=self.config.strength,
                                  chunk_seconds=self.config.chunk_seconds, overlap_seconds=self.config.overlap_seconds,
-                                 fixed_shape=needs_fixed_shapes(ctx.device))
+                                 fixed_shape=needs_fixed_shapes(ctx.device), use_gate=self.config.adaptive)
         self._seconds_in = 0.0
 
     def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -84,7 +87,17 @@ class RestoreStage(Stage):
             "model_step": meta.get("step"),
             "device": str(self.ctx.device),
             "strength": self.config.strength,
+            # What the damage gate applied per window (1 = the model as trained, 0 = nothing).
+            "gate": _gate_summary(self.restorer.alphas) if self.restorer.gate is not None else None,
             "model_sample_rate": self.model_rate,
             # Model time only (resampling and the rest of the chain excluded).
             "realtime_factor": round(self.restorer.compute_s / self._seconds_in, 4) if self._seconds_in else None,
         }
+
+
+def _gate_summary(alphas: list[float]) -> dict | None:
+    if not alphas:
+        return None
+    a = np.asarray(alphas)
+    return {"windows": int(a.size), "mean": round(float(a.mean()), 3), "min": round(float(a.min()), 3),
+            "max": round(float(a.max()), 3)}

@@ -1,6 +1,6 @@
-"""Command-line entry points for the restore model: build-data, prepare-real, train, evaluate.
+"""Command-line entry points for the restore model: build-data, prepare-real, train, evaluate, fit-gate.
 
-`python -m resonate train|evaluate` uses `add_*_arguments` / `run_*`; all four are also reachable
+`python -m resonate train|evaluate` uses `add_*_arguments` / `run_*`; all of them are also reachable
 as `python -m resonate.train.commands <command>`.
 """
 
@@ -120,11 +120,35 @@ def run_prepare_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_fit_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="restore weights (.safetensors) to fit a damage gate to")
+    parser.add_argument("--data", required=True, help="training pairs ({id}_0.wav target, {id}_1.wav recording)")
+    parser.add_argument("--pairs", type=int, default=600, help="how many pairs to run the model over")
+    parser.add_argument("--out", help="write the model with its gate here (default: --model, replaced)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_fit_gate(args: argparse.Namespace) -> int:
+    """Fit the damage gate to a model's outputs on training pairs and store it in the weights file."""
+    from resonate.models.io import load_model, read_metadata, save_weights
+    from resonate.train.gate import collect, fit
+
+    features, stats = collect(args.model, args.data, args.pairs, args.seed)
+    gate, figures = fit(features, stats, seed=args.seed)
+    model = load_model(args.model)
+    model.gate = gate
+    keep = {k: v for k, v in read_metadata(args.model).items() if k not in ("format", "config", "gate_config", "gate_fit")}
+    save_weights(model, args.out or args.model, {**keep, "gate_fit": figures})
+    print(json.dumps(figures))
+    return 0
+
+
 COMMANDS = {
     "build-data": (add_build_arguments, run_build, "render music, synthesise crowds and rooms, write pairs"),
     "prepare-real": (add_prepare_real_arguments, run_prepare_real, "align real concert/studio pairs into segments"),
     "train": (add_train_arguments, run_train, "train the restore model from a YAML config"),
     "evaluate": (add_evaluate_arguments, run_evaluate, "SI-SDR / LSD of the model vs input and noisereduce"),
+    "fit-gate": (add_fit_gate_arguments, run_fit_gate, "fit a model's damage gate on training pairs"),
 }
 
 
