@@ -78,6 +78,10 @@ def model_section() -> None:
                 "in the very top octave (above about 16 kHz), and it knows instruments better than voices. If a result sounds processed, lower the restoration "
                 "strength or bypass the stage: the rest of the chain still helps. Always compare with the A/B "
                 "player before you keep a master.")
+    st.markdown("**The Extend stage's model** is smaller still and learned from the same music, cut the way "
+                "phones and low-bit-rate MP3 and AAC files cut it: it predicts how loud the missing highs were "
+                "from what remains below the cut. It brings back air and shimmer, not the exact cymbal that was "
+                "lost, and it leaves recordings that still have their highs alone.")
     card = MODEL_CARD.read_text() if MODEL_CARD.is_file() else ""
     sources = _sources(card)
     if sources:
@@ -90,7 +94,7 @@ def main() -> None:
     st.markdown("Resonate turns audience and phone recordings of concerts into clean, studio-like masters.")
     st.info(PRIVACY, icon=":material/lock:")
     st.header("What happens to your recording")
-    st.caption("Five stages, in this order; each can be adjusted or bypassed in its panel on the Restore page.")
+    st.caption("The stages, in this order; each can be adjusted or bypassed in its panel on the Restore page.")
     offered = load_registry()
     for name in STAGE_ORDER:
         info = STAGE_INFO[name]
