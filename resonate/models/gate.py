@@ -40,7 +40,7 @@ N_FEATURES = 2 * (len(BAND_EDGES_HZ) - 1) + 10
 class GateConfig:
     n_features: int = N_FEATURES
     hidden: int = 8
-    max_alpha: float = 1.5
+    max_alpha: float = 1.0
     dropout: float = 0.2
 
     def to_dict(self) -> dict:
@@ -113,7 +113,7 @@ class DamageGate(nn.Module):
         self.net = nn.Sequential(nn.Linear(c.n_features, c.hidden), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
         # Start at alpha = 1: the model as trained.
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.constant_(self.net[-1].bias, -math.log(c.max_alpha - 1.0) if c.max_alpha > 1 else 10.0)
+        nn.init.constant_(self.net[-1].bias, -math.log(c.max_alpha - 1.0) if c.max_alpha > 1 else 4.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = (features - self.feature_mean) / self.feature_std

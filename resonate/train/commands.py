@@ -125,16 +125,20 @@ def add_fit_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="training pairs ({id}_0.wav target, {id}_1.wav recording)")
     parser.add_argument("--pairs", type=int, default=600, help="how many pairs to run the model over")
     parser.add_argument("--out", help="write the model with its gate here (default: --model, replaced)")
+    parser.add_argument("--max-alpha", type=float, default=1.0,
+                        help="the most of the model's change the gate may apply (1 = the model as trained: "
+                             "the gate can only hold back; above 1 it may also push further)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run_fit_gate(args: argparse.Namespace) -> int:
     """Fit the damage gate to a model's outputs on training pairs and store it in the weights file."""
+    from resonate.models.gate import GateConfig
     from resonate.models.io import load_model, read_metadata, save_weights
     from resonate.train.gate import collect, fit
 
     features, stats = collect(args.model, args.data, args.pairs, args.seed)
-    gate, figures = fit(features, stats, seed=args.seed)
+    gate, figures = fit(features, stats, GateConfig(max_alpha=args.max_alpha), seed=args.seed)
     model = load_model(args.model)
     model.gate = gate
     keep = {k: v for k, v in read_metadata(args.model).items() if k not in ("format", "config", "gate_config", "gate_fit")}

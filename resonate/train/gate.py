@@ -36,7 +36,7 @@ def collect(weights: str | Path, train_dir: str | Path, pairs: int, seed: int = 
     """Features (windows, n_features) and blend statistics (windows, 6) of ``pairs`` training
     pairs picked at random (``{id}_1.wav`` recording, ``{id}_0.wav`` target), plus clean windows."""
     model = load_model(weights, "cpu")
-    restorer = Restorer(model, "cpu")
+    restorer = Restorer(model, "cpu", use_gate=False)    # the network alone, even if it has a gate
     sr = model.config.sample_rate
     recordings = sorted(Path(train_dir).glob("*_1.wav"))
     if not recordings:
