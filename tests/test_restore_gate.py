@@ -127,6 +127,6 @@ def test_restorer_applies_alpha_times_the_change(tmp_path):
     np.testing.assert_allclose(Restorer(model, "cpu").process(x), x, atol=1e-6)
     half = Restorer(model, "cpu", use_gate=False, strength=0.5).process(x)
     np.testing.assert_allclose(half, x + 0.5 * (plain - x), atol=1e-5)
-    torch.nn.init.constant_(model.gate.net[-1].bias, 0.0)         # alpha = 0.75 everywhere
+    torch.nn.init.constant_(model.gate.net[-1].bias, 0.0)         # alpha = max_alpha / 2 everywhere
     gated = Restorer(model, "cpu").process(x)
-    np.testing.assert_allclose(gated, x + 0.75 * (plain - x), atol=1e-5)
+    np.testing.assert_allclose(gated, x + model.gate.config.max_alpha / 2 * (plain - x), atol=1e-5)
