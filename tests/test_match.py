@@ -327,3 +327,20 @@ def test_the_restore_page_takes_a_studio_version_and_shows_the_correction(app_en
     assert len(charts) == 3                 # waveform, spectrogram, and the correction
     curve = json.loads(charts[-1].proto.spec)
     assert [trace["name"] for trace in curve["data"]] == ["Studio version", "Recording (before)", "Applied EQ"]
+
+
+def test_a_reference_in_another_format_rate_and_channel_count_gives_the_same_correction(tmp_path, source,
+                                                                                        reference_file):
+    from resonate.audio.resample import resample
+
+    other = tmp_path / "studio_48k_mono.flac"
+    mono = source[:, : 20 * SR].mean(axis=0, keepdims=True)
+    sf.write(str(other), resample(mono, SR, 48000).T, 48000, subtype="PCM_24")
+    recording = coloured(source[:, 20 * SR: 32 * SR])
+    stages = [MatchStage(MatchConfig(references=(str(r),))) for r in (reference_file, other)]
+    for stage in stages:
+        run(stage, recording)
+    freqs = stages[0].corrections[0].freqs
+    band = (freqs > 40) & (freqs < 16000)
+    a, b = (s.corrections[0].gain_db[band] for s in stages)
+    assert np.abs(a).max() > 3 and np.abs(a - b).max() < 1.0
