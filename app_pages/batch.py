@@ -14,6 +14,7 @@ from resonate.audio.io import READ_EXTENSIONS, output_suffix
 from resonate.ui import history, numbers
 from resonate.ui.controls import Controls, build_settings
 from resonate.ui.delivery import deliver
+from resonate.ui.matching import choose_references_per_file, with_reference
 from resonate.ui.results import MIME, ab_player, download_name
 from resonate.ui.runner import cancel_job, format_seconds, notice, run_job, wait_for_cancelled_job
 from resonate.ui.session import (
@@ -96,7 +97,7 @@ def draw_table(slot, rows: list[dict[str, str]]) -> None:
     slot.table(pd.DataFrame(rows).set_index("File"))
 
 
-def run(files: list[tuple[Path, str]], settings, output) -> None:
+def run(files: list[tuple[Path, str]], settings, output, references: list[Path | None] | None = None) -> None:
     prefs = load_prefs()
     job = new_job_dir("batch")
     st.session_state[JOB] = str(job)
@@ -112,7 +113,8 @@ def run(files: list[tuple[Path, str]], settings, output) -> None:
             draw_table(table, rows)
             dst = job / unique_name(name, output_suffix(output.format), taken)
             warnings: list[str] = []
-            report, error = run_job(src, dst, settings, output, prefs, on_warning=warnings.append)
+            settings_here = with_reference(settings, references[i] if references else None)
+            report, error = run_job(src, dst, settings_here, output, prefs, on_warning=warnings.append)
             if report is None:
                 rows[i] = row(name, f"failed: {error}")
                 results.append({"name": name, "input": str(src), "error": error})
@@ -181,6 +183,7 @@ def main() -> None:
     running = bool(st.session_state.get(RUNNING, False))
     files = chosen_files(running)
     st.caption(f"{len(files)} file{'s' if len(files) != 1 else ''} chosen")
+    references = choose_references_per_file("batch", [name for _, name in files], running)
     settings, output = build_settings(Controls("batch", disabled=running), None)
     c1, c2 = st.columns([1, 6])
     c1.button("Run batch", type="primary", on_click=start_run, key="batch.run",
@@ -189,7 +192,7 @@ def main() -> None:
         c2.button("Cancel", on_click=cancel_run, key="batch.cancel", help="Stop the batch; nothing of it is kept")
         try:
             if settings is not None and files:
-                run(files, settings, output)
+                run(files, settings, output, references)
         finally:
             st.session_state[RUNNING] = False
         st.rerun()

@@ -344,3 +344,30 @@ def test_a_reference_in_another_format_rate_and_channel_count_gives_the_same_cor
     band = (freqs > 40) & (freqs < 16000)
     a, b = (s.corrections[0].gain_db[band] for s in stages)
     assert np.abs(a).max() > 3 and np.abs(a - b).max() < 1.0
+
+
+def test_the_batch_page_takes_a_studio_version_per_file(app_env, source, reference_file):
+    import io
+
+    from streamlit.testing.v1 import AppTest
+
+    from resonate.ui.history import read_run
+
+    def wav(x: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        sf.write(buf, x.T, SR, format="WAV", subtype="PCM_16")
+        return buf.getvalue()
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/batch.py").run()
+    recording = wav(coloured(source[:, 20 * SR: 26 * SR]))
+    at.file_uploader[0].set_value([("one.wav", recording, "audio/wav"), ("two.wav", recording, "audio/wav")]).run()
+    next(t for t in at.text_input if t.key == "batch.reference.1").set_value(str(reference_file)).run()
+    for stage in ("separate", "restore"):
+        next(t for t in at.toggle if t.key == f"batch.cfg.{stage}.bypass").set_value(True).run()
+    next(b for b in at.button if b.key == "batch.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    files = read_run(at.session_state["batch.result"])["files"]
+    matched = [not next(s for s in f["report"]["stages"] if s["name"] == "match")["skipped"] for f in files]
+    assert matched == [False, True]

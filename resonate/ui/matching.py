@@ -47,6 +47,21 @@ def choose_reference(scope: str, disabled: bool) -> Path | None:
     return Path(chosen) if chosen else None
 
 
+def choose_references_per_file(scope: str, names: list[str], disabled: bool) -> list[Path | None]:
+    """Batch: an optional studio version (a path) for each file, in the files' order (None: no matching)."""
+    chosen: list[Path | None] = [None] * len(names)
+    if not names:
+        return chosen
+    with st.expander("Studio versions (optional, one per file)"):
+        st.caption("The studio recording of each file's songs, as a path on this computer: the Match stage "
+                   "brings that file's tone to it. Leave empty for no matching.")
+        for i, name in enumerate(names):
+            text = st.text_input(f"Studio version for {name}", key=f"{scope}.reference.{i}", disabled=disabled,
+                                 placeholder="/Users/me/Music/album/song.flac")
+            chosen[i] = Path(text.strip()).expanduser() if text.strip() else None
+    return chosen
+
+
 def with_reference(settings: ChainSettings, reference: Path | None) -> ChainSettings:
     """``settings`` with ``reference`` as the match stage's one reference (unchanged without one)."""
     if reference is None:
