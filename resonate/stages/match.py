@@ -436,7 +436,7 @@ class MatchStage(TwoPassStage):
         self.corrections, self.filters = [], []
         for k, ref in enumerate(self.config.references):
             if meter.frames[k] == 0:
-                self.ctx.warn(f"reference {ref.label()}: its time range holds no audio of the recording; not used")
+                self.ctx.warn(f"reference {ref.label()}: the recording is silent or shorter than its time range there; not used")
                 self.corrections.append(None)
                 self.filters.append(None)
                 continue
