@@ -152,8 +152,11 @@ def score_fused(y, report, show, lo, hi):
 
 def restore(src: Path, dst: Path) -> np.ndarray:
     from resonate.pipeline import ChainSettings, OutputOptions, process_file
+    from resonate.stages import STAGE_ORDER
 
-    process_file(src, dst, ChainSettings(skip=("separate", "master", "loudness")), OutputOptions(bit_depth="32f"))
+    # The restoration stages only, whatever other stages the chain has (match, extend, ...).
+    skip = tuple(s for s in STAGE_ORDER if s not in ("denoise", "restore"))
+    process_file(src, dst, ChainSettings(skip=skip), OutputOptions(bit_depth="32f"))
     return sf.read(dst, dtype="float32", always_2d=True)[0].T
 
 

@@ -57,8 +57,8 @@ def build(shows: int, seconds: int, seed: int, shared: Path) -> None:
         print(f"show {s}: {show['music']} in {show['venue']}", flush=True)
 
 
-def score(cfg: FuseConfig, counts: list[int]) -> None:
-    shows = sorted(CACHE.glob("show*/show.pkl"))
+def score(cfg: FuseConfig, counts: list[int], only: list[int] | None = None, restore: bool = False) -> None:
+    shows = [p for p in sorted(CACHE.glob("show*/show.pkl")) if only is None or int(p.parent.name[4:]) in only]
     if not shows:
         raise SystemExit("no shows: run 'build' first")
     gains: dict[int, list[float]] = {c: [] for c in counts}
@@ -77,6 +77,12 @@ def score(cfg: FuseConfig, counts: list[int]) -> None:
                 gains[count].append(fused - best)
                 print(f"{pkl.parent.name}, {count} recordings: best single {best:+.2f}, fused {fused:+.2f} "
                       f"({fused - best:+.2f})", flush=True)
+                if restore:
+                    singles = [bench.score_take(bench.restore(paths[k], work / "r.wav"), takes[k], lo, hi)
+                               for k in range(count)]
+                    restored = bench.score_fused(bench.restore(out, work / "r.wav"), report, show, lo, hi)
+                    print(f"{pkl.parent.name}, {count} recordings, restored: best single {max(singles):+.2f}, "
+                          f"fused {restored:+.2f} ({restored - max(singles):+.2f})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for count in counts:
@@ -91,13 +97,16 @@ def main(argv=None) -> int:
     p.add_argument("--counts", default="2,3")
     p.add_argument("--shows", type=int, default=3)
     p.add_argument("--seconds", type=int, default=90)
+    p.add_argument("--only", help="score these shows only (e.g. 0,2)")
+    p.add_argument("--restore", action="store_true", help="also restore (denoise + restore) singles and fusion")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args(argv)
     if args.action == "build":
         build(args.shows, args.seconds, args.seed, args.shared)
     else:
-        score(FuseConfig(**ast.literal_eval(args.config)), [int(c) for c in args.counts.split(",")])
+        score(FuseConfig(**ast.literal_eval(args.config)), [int(c) for c in args.counts.split(",")],
+              [int(s) for s in args.only.split(",")] if args.only else None, args.restore)
     return 0
 
 
