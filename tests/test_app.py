@@ -94,7 +94,9 @@ def test_demo_restores_end_to_end_with_views_player_and_downloads(app_env):
     master = Path(result["output"])
     assert master.is_file() and probe(master).seconds == pytest.approx(probe(result["input"]).seconds, abs=0.01)
     assert result["report"]["output_loudness"]["integrated_lufs"] == pytest.approx(-14.0, abs=0.5)
-    assert len(at.get("plotly_chart")) == 2                      # waveform and spectrogram, no stems
+    extend = next(s for s in result["report"]["stages"] if s["name"] == "extend")
+    # waveform and spectrogram, no stems; the added band when extend found a cutoff in the demo
+    assert len(at.get("plotly_chart")) == 2 + bool(extend.get("extended"))
     assert any('id="ab-player"' in html for html in iframes(at))
     assert [d.label for d in at.get("download_button")] == ["Download master (WAV 24-bit)"]
     assert not widget(at, "button", "restore.run").disabled     # controls are back after the run
