@@ -120,7 +120,11 @@ def test_restore_page_renders_in_chromium(served_app, browser):
 
 
 def wait_for(driver, condition, what: str, timeout=RENDER_TIMEOUT_S):
-    return WebDriverWait(driver, timeout).until(condition, f"waited {timeout} s for {what}")
+    # An element found while Streamlit re-renders can be gone before it is read: look again.
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, f"waited {timeout} s for {what}")
 
 
 def buttons(driver, label: str):
