@@ -154,14 +154,9 @@ def run(settings, output) -> None:
             st.session_state["restore.error"] = f"Could not restore {current['name']}: {error}"
             return
         done = deliver(dst, report, prefs, report_path=job / "report.json", stems_dir=stems_dir)
-        label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
         history.write_run(job, {
             "input": str(src), "input_name": current["name"], "output": str(dst), "report": report,
-            "stems": [str(p) for p in done.stems], "stems_zip": str(done.stems_zip) if done.stems_zip else None,
-            "format_label": label.replace("32f-bit", "32-bit float"),
-            "saved_copy": str(done.saved_copy) if done.saved_copy else None,
-            # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
-            "copy_error": f"The master was {done.copy_error}." if done.copy_error else None,
+            **done.run_fields(output),
             "settings": history.settings_record(settings, output),
             "fingerprint": history.fingerprint(src, settings, output),
         })

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from resonate.chunking import OverlapAdd
 from resonate.dsp.bandwidth import BAND_EDGES_HZ, N_BANDS, analysis_size, band_centres_hz
 from resonate.errors import ResonateError
+from resonate.models.io import write_weights_file
 
 DEFAULT_EXTEND_WEIGHTS = Path(__file__).resolve().parent / "weights" / "extend_envelope.safetensors"
 FORMAT = "resonate-extend-envelope/1"
@@ -108,22 +108,8 @@ class EnvelopeNet(nn.Module):
 
 def save_extend_weights(model: EnvelopeNet, path: str | Path, extra: dict | None = None, half: bool = True) -> Path:
     """Write ``model`` as safetensors (fp16 by default; the config rides in the metadata)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = torch.float16 if half else torch.float32
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
-    for k, v in (extra or {}).items():
-        metadata[k] = v if isinstance(v, str) else json.dumps(v)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
-
-
-def read_extend_metadata(path: str | Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    return write_weights_file(model, path, metadata, extra, torch.float16 if half else torch.float32)
 
 
 def load_extend_model(path: str | Path = DEFAULT_EXTEND_WEIGHTS, device: torch.device | str = "cpu") -> EnvelopeNet:

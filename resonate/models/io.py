@@ -19,19 +19,28 @@ from resonate.models.unet import RestoreUNet, RestoreUNetConfig
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "restore_unet.safetensors"
 
 
-def save_weights(model: RestoreUNet, path: str | Path, extra: dict | None = None) -> Path:
+def write_weights_file(model: torch.nn.Module, path: str | Path, metadata: dict[str, str], extra: dict | None = None,
+                       dtype: torch.dtype = torch.float32) -> Path:
+    """``model``'s state dict as safetensors at ``path``, atomically: ``metadata`` (format, config)
+    plus ``extra`` (strings as they are, anything else as JSON). Every model Resonate ships is
+    written here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "resonate-restore-unet/1", "config": json.dumps(model.config.to_dict())}
-    if getattr(model, "gate", None) is not None:      # its tensors are in the state dict as gate.*
-        metadata["gate_config"] = json.dumps(model.gate.config.to_dict())
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    metadata = dict(metadata)
     for k, v in (extra or {}).items():
         metadata[k] = v if isinstance(v, str) else json.dumps(v)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
+
+
+def save_weights(model: RestoreUNet, path: str | Path, extra: dict | None = None) -> Path:
+    metadata = {"format": "resonate-restore-unet/1", "config": json.dumps(model.config.to_dict())}
+    if getattr(model, "gate", None) is not None:      # its tensors are in the state dict as gate.*
+        metadata["gate_config"] = json.dumps(model.gate.config.to_dict())
+    return write_weights_file(model, path, metadata, extra)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -19,6 +19,18 @@ class Delivery:
     saved_copy: Path | None = None
     copy_error: str | None = None       # "not copied to the default output folder …: why"
 
+    def run_fields(self, output: Any) -> dict[str, Any]:
+        """What a page keeps of this delivery in its run record: the stems, how the master was
+        written (``output``: the job's OutputOptions), the copy and why it failed."""
+        label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
+        return {
+            "stems": [str(p) for p in self.stems], "stems_zip": str(self.stems_zip) if self.stems_zip else None,
+            "format_label": label.replace("32f-bit", "32-bit float"),
+            "saved_copy": str(self.saved_copy) if self.saved_copy else None,
+            # Kept with the result and shown with it: a warning drawn now would vanish at the rerun.
+            "copy_error": f"The master was {self.copy_error}." if self.copy_error else None,
+        }
+
 
 def deliver(dst: Path, report: dict[str, Any], prefs: Prefs, report_path: Path | None = None,
             stems_dir: Path | None = None) -> Delivery:

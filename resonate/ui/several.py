@@ -244,15 +244,11 @@ def run(chosen: list[tuple[Path, str]], settings, output) -> None:
         report["input"] = [str(p) for p, _ in chosen]
         report["fusion"] = fusion
         done = deliver(dst, report, prefs, report_path=job / "report.json", stems_dir=stems_dir)
-        label = output.format.upper() + (f" {output.bit_depth}-bit" if output.format == "wav" else f" {output.mp3_bitrate} kb/s")
         history.write_run(job, {
             # The fused show is the chain's input: the A/B and the plots compare the result with it.
             "input": str(fused), "input_name": name, "output": str(dst), "report": report, "fusion": fusion,
             "recordings": [{"path": str(p), "name": n} for p, n in chosen],
-            "stems": [str(p) for p in done.stems], "stems_zip": str(done.stems_zip) if done.stems_zip else None,
-            "format_label": label.replace("32f-bit", "32-bit float"),
-            "saved_copy": str(done.saved_copy) if done.saved_copy else None,
-            "copy_error": f"The master was {done.copy_error}." if done.copy_error else None,
+            **done.run_fields(output),
             "settings": history.settings_record(settings, output),
             "fingerprint": fingerprint(chosen, settings, output),
         })
