@@ -16,6 +16,7 @@ from resonate.models.extend import (
     DEFAULT_EXTEND_WEIGHTS,
     EnvelopeNet,
     EnvelopeNetConfig,
+    BandExtender,
     load_extend_model,
     save_extend_weights,
 )
@@ -170,6 +171,28 @@ def test_the_shipped_model_adds_nothing_below_the_cutoff():
     assert abs(cutoff - 10000.0) < 500.0
     assert band_energy(added, sr, 20.0, cutoff - 300.0) < 1e-5 * band_energy(x, sr, 20.0, cutoff - 300.0)
     assert band_energy(added, sr, cutoff + 1000.0, 19000.0) > 10 * band_energy(x, sr, cutoff + 1000.0, 19000.0)
+
+
+def test_adds_only_the_power_the_band_lacks():
+    # A codec may still code part of the band above its cutoff. What is added there is the power
+    # the input lacks under the predicted level: nothing where the input already holds more, all
+    # of it where the input holds 20 dB less.
+    sr, cutoff = 44100, 9000.0
+    low = band_limit(harmonic_music(6.0, sr) + noise(6.0, sr, seed=2), sr, cutoff)
+    model = load_extend_model()
+    empty_added = BandExtender(model, sr, cutoff, 18000.0).process(low) - low
+    target = band_energy(empty_added, sr, cutoff + 500.0, 17500.0)
+    high = signal.sosfiltfilt(signal.butter(8, [cutoff + 200.0, 18000.0], "bandpass", fs=sr, output="sos"),
+                              noise(6.0, sr, seed=3), axis=-1)
+    high *= np.sqrt(target / band_energy(high, sr, cutoff + 500.0, 17500.0))
+
+    def added_over(scale):
+        x = (low + scale * high).astype(np.float32)
+        return band_energy(BandExtender(model, sr, cutoff, 18000.0).process(x) - x, sr, cutoff + 500.0, 17500.0)
+
+    assert added_over(10.0) < 1e-3 * target          # 20 dB over the predicted level: nothing added
+    assert added_over(0.1) > 0.9 * target            # 20 dB under it: (almost) all of it added
+    assert 0.2 * target < added_over(0.7) < 0.8 * target  # half the power there: about half added
 
 
 def test_streaming_equals_whole_file(tiny_weights):

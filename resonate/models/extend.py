@@ -11,8 +11,9 @@ replication does it, with the envelope learned:
    milliseconds and predicts each missing band's level, per frame, relative to the frame's level.
    The level at each bin is interpolated between band centres, from the last band the input has
    to the first predicted one, so the new band joins the old one without a step.
-3. Only bins at and above the cutoff are written (faded in over a few bins); the added signal is
-   summed onto the input, scaled by ``strength``. Nothing below the cutoff changes.
+3. Only bins at and above the cutoff are written (faded in over a few bins), and only the power
+   the input lacks there (a codec may still code part of the band): the added signal is summed
+   onto the input, scaled by ``strength``. Nothing below the cutoff changes.
 
 Levels are in dB relative to the frame's reference (the mean power from 1 kHz to the cutoff), so
 the model does not depend on the recording's level. The band grid is fixed in hertz
@@ -246,6 +247,13 @@ class BandLayout:
         hi = values[:, self.dest_lo + 1]
         return lo + (hi - lo) * self.dest_w[None, :, None]
 
+    def local_power(self, band: torch.Tensor) -> torch.Tensor:
+        """(batch, bins, frames) spectrum -> its power averaged over ``WHITEN_HZ`` around each bin."""
+        half = self.whiten_half
+        padded = F.pad(self.power(band).transpose(1, 2), (half, half), mode="replicate")
+        cum = F.pad(torch.cumsum(padded, dim=-1), (1, 0))
+        return ((cum[..., 2 * half + 1:] - cum[..., : -2 * half - 1]) / (2 * half + 1)).transpose(1, 2)
+
     def added_band(self, spec: torch.Tensor, mode: str, env_db: torch.Tensor | None = None,
                    ref_db: torch.Tensor | None = None, fine_structure: float = FINE_STRUCTURE) -> torch.Tensor:
         """The spectrum of what is added (zero below the cutoff). ``replicate``: the copied octave
@@ -258,17 +266,20 @@ class BandLayout:
         copied = band[:, self.source_rel]
         if mode == "model":
             # Local level of the source band: a running mean of its power over WHITEN_HZ.
-            power = self.power(band)
-            half = self.whiten_half
-            padded = F.pad(power.transpose(1, 2), (half, half), mode="replicate")
-            cum = F.pad(torch.cumsum(padded, dim=-1), (1, 0))
-            local = ((cum[..., 2 * half + 1:] - cum[..., : -2 * half - 1]) / (2 * half + 1)).transpose(1, 2)
-            local_db = 10.0 * torch.log10(local[:, self.source_rel] + POWER_EPS)
-            gain_db = env_db + ref_db - local_db
+            local_db = 10.0 * torch.log10(self.local_power(band)[:, self.source_rel] + POWER_EPS)
+            target_db = env_db + ref_db
+            gain_db = target_db - local_db
             if fine_structure != 1.0:
                 source_db = 10.0 * torch.log10(self.power(copied) + POWER_EPS)
                 gain_db = gain_db + (fine_structure - 1.0) * (source_db - local_db)
-            copied = copied * torch.exp(gain_db * (np.log(10.0) / 20.0))
+            # Fill only what is missing: a codec above its nominal cutoff often still codes some
+            # of the band (LAME's sfb21 at 128 kb/s, AAC's noise substitution). Where the input
+            # already holds power P at the target level T, only T - P is added (as power: the
+            # copy is uncorrelated with what is there), so the total lands on T, not above it.
+            have = self.local_power(spec[:, self.first_bin: self.top_bin + 1])
+            target = torch.exp(target_db * (np.log(10.0) / 10.0))
+            missing = (1.0 - have / (target + POWER_EPS)).clamp(0.0, 1.0).sqrt()
+            copied = copied * torch.exp(gain_db * (np.log(10.0) / 20.0)) * missing
         copied = copied * self.fade[None, :, None]
         return F.pad(copied.transpose(1, 2), (self.first_bin, n_bins - 1 - self.top_bin)).transpose(1, 2)
 
