@@ -14,9 +14,9 @@ from resonate.dsp.bandwidth import LongTermSpectrum, detect_cutoff
 from resonate.errors import ResonateError, StageUnavailable
 from resonate.models.extend import (
     DEFAULT_EXTEND_WEIGHTS,
+    BandExtender,
     EnvelopeNet,
     EnvelopeNetConfig,
-    BandExtender,
     load_extend_model,
     save_extend_weights,
 )
