@@ -65,6 +65,8 @@ def _add_restore(sub) -> None:
                    help="the studio version of the songs: the match stage brings the recording's tone to it; "
                         "for several songs repeat it with the time range each covers (@0:00-4:10)")
     p.add_argument("--match-strength", type=float, help=_setting_help("match", "strength"))
+    p.add_argument("--loudness-from-reference", action="store_true",
+                   help="aim at the studio version's integrated loudness instead of --target-lufs (needs --reference)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.SETTING=VALUE",
                    help="any stage setting, as a preset file writes it (e.g. loudness.max_compensation_db=9); repeatable")
     p.add_argument("--format", choices=("wav", "mp3"), help="output format (default from -o suffix, else wav)")
@@ -113,6 +115,12 @@ def _overrides(args) -> dict:
         o.setdefault("match", {})["references"] = list(args.reference)
     if getattr(args, "match_strength", None) is not None:
         o.setdefault("match", {})["strength"] = args.match_strength
+    if getattr(args, "loudness_from_reference", False):
+        if not getattr(args, "reference", None):
+            raise ResonateError("--loudness-from-reference needs a studio version (--reference)")
+        if args.target_lufs is not None:
+            raise ResonateError("give either --target-lufs or --loudness-from-reference, not both")
+        o.setdefault("loudness", {})["follow_reference"] = True
     return o
 
 

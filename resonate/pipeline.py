@@ -41,7 +41,7 @@ from resonate.audio.io import (
     read_blocks,
 )
 from resonate.audio.resample import StreamResampler, resampled_length
-from resonate.config import config_from_dict, merge_config
+from resonate.config import config_from_dict, merge_config, setting_info
 from resonate.device import pick_device, release_free_memory, tune_allocator
 from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError, StageUnavailable
@@ -128,6 +128,18 @@ def stage_configs(settings: ChainSettings) -> dict[str, Any]:
         chosen = merge_config(from_preset, settings.overrides.get("master"), "master")
         user_set = [f.name for f in dataclasses.fields(chosen) if getattr(chosen, f.name) != getattr(from_preset, f.name)]
         configs["master"] = with_neutral_eq(configs["master"], keep=user_set)
+    # Loudness that follows the studio version: its integrated loudness becomes the target (read
+    # once per file and cached; a bad reference is the same one-line error as for matching).
+    loudness = configs.get("loudness")
+    if loudness is not None and loudness.follow_reference:
+        if match is not None and match.references:
+            from resonate.stages.match import references_lufs
+
+            low, high = setting_info(loudness, "target_lufs").range
+            target = round(float(np.clip(references_lufs(match.references), low, high)), 2)
+            configs["loudness"] = dataclasses.replace(loudness, target_lufs=target)
+        else:
+            configs["loudness"] = dataclasses.replace(loudness, follow_reference=False)
     return configs
 
 

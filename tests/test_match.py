@@ -289,6 +289,62 @@ def test_the_cli_takes_a_reference_and_a_strength(tmp_path, source, reference_fi
     assert match["strength"] == 0.5 and match["references"] == ["studio.wav"] and match["curves"]
 
 
+def test_loudness_follows_the_studio_version(tmp_path, source):
+    # The studio version is mastered 6 dB louder than the recording's -14 LUFS default target
+    # would put it; with --loudness-from-reference the output lands on its loudness instead.
+    from resonate.cli import main
+    from resonate.dsp.loudness import integrated_lufs
+
+    studio = source[:, : 20 * SR] * (10 ** (-8.0 / 20) / 10 ** (integrated_lufs(source[:, : 20 * SR], SR) / 20))
+    ref = tmp_path / "studio.wav"
+    sf.write(str(ref), studio.T, SR, subtype="FLOAT")
+    src = tmp_path / "show.wav"
+    sf.write(str(src), coloured(source[:, 20 * SR: 32 * SR]).T, SR, subtype="FLOAT")
+    common = ["--reference", str(ref), "--skip", "separate", "denoise", "restore", "extend",
+              "--set", "loudness.max_compensation_db=24", "--bit-depth", "32f"]
+    assert main(["restore", str(src), "-o", str(tmp_path / "follow.wav"), "--loudness-from-reference",
+                 "--report", str(tmp_path / "follow.json"), *common]) == 0
+    assert main(["restore", str(src), "-o", str(tmp_path / "target.wav"), *common]) == 0
+    follow = sf.read(str(tmp_path / "follow.wav"), dtype="float32")[0].T
+    assert integrated_lufs(follow, SR) == pytest.approx(-8.0, abs=0.5)
+    assert integrated_lufs(sf.read(str(tmp_path / "target.wav"), dtype="float32")[0].T, SR) == pytest.approx(-14.0, abs=0.5)
+    loud = next(s for s in json.loads((tmp_path / "follow.json").read_text())["stages"] if s["name"] == "loudness")
+    assert loud["target_from_reference"] and loud["target_lufs"] == pytest.approx(-8.0, abs=0.05)
+
+
+def test_several_studio_versions_give_their_loudness_together(tmp_path, source):
+    from resonate.dsp.loudness import integrated_lufs
+    from resonate.stages.match import references_lufs
+
+    quiet, loud = tmp_path / "quiet.wav", tmp_path / "loud.wav"
+    sf.write(str(quiet), (0.1 * source[:, : 20 * SR]).T, SR, subtype="FLOAT")
+    sf.write(str(loud), (0.4 * source[:, 20 * SR: 30 * SR]).T, SR, subtype="FLOAT")
+    lq, ll = integrated_lufs(0.1 * source[:, : 20 * SR], SR), integrated_lufs(0.4 * source[:, 20 * SR: 30 * SR], SR)
+    expected = 10 * np.log10((20 * 10 ** (lq / 10) + 10 * 10 ** (ll / 10)) / 30)   # power, weighted by length
+    refs = [Reference(str(quiet), 0.0, 60.0), Reference(str(loud), 60.0, 90.0)]
+    assert references_lufs(refs) == pytest.approx(expected, abs=0.05)
+    assert references_lufs(refs[:1]) == pytest.approx(lq, abs=0.05)
+    # Without a studio version the setting changes nothing (the report says the target was the setting's).
+    configs = stage_configs(ChainSettings("concert", {"loudness": {"follow_reference": True}}))
+    assert configs["loudness"].target_lufs == -14.0 and not configs["loudness"].follow_reference
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--loudness-from-reference"], "needs a studio version"),
+    (["--loudness-from-reference", "--reference", "REF", "--target-lufs", "-10"], "not both"),
+])
+def test_loudness_from_reference_needs_a_reference_and_no_target(tmp_path, reference_file, capsys, extra, message):
+    from resonate.cli import main
+
+    src = tmp_path / "show.wav"
+    sf.write(str(src), np.zeros((2, SR), np.float32).T, SR)
+    args = [a if a != "REF" else str(reference_file) for a in extra]
+    assert main(["restore", str(src), "-o", str(tmp_path / "out.wav"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not (tmp_path / "out.wav").exists()
+
+
 @pytest.fixture
 def app_env(tmp_path, monkeypatch):
     monkeypatch.setenv("RESONATE_APP_CONFIG", str(tmp_path / "app.json"))

@@ -35,6 +35,8 @@ class LoudnessConfig:
                                  help="integrated loudness: -14 streaming, -16 podcasts, -23 EBU R128")
     true_peak_dbtp: float = setting(-1.0, label="True-peak ceiling", unit="dBTP", range=(-20.0, 0.0), step=0.1,
                                     help="the true-peak limiter's ceiling")
+    follow_reference: bool = setting(False, label="Loudness of the studio version",
+                                     help="with a studio version (Match), aim at its integrated loudness instead of the target")
     max_gain_db: float = 30.0
     lookahead_ms: float = 5.0
     release_ms: float = 80.0
@@ -164,6 +166,7 @@ class LoudnessStage(TwoPassStage):
             "measured_lufs": None if not np.isfinite(self.measured_lufs) else round(self.measured_lufs, 2),
             "gain_db": round(self.gain_db, 2),
             "target_lufs": self.config.target_lufs,
+            "target_from_reference": self.config.follow_reference,
             "true_peak_ceiling_dbtp": self.config.true_peak_dbtp,
             "limiter_max_reduction_db": round(self.limiter.max_reduction_db, 2) if self.limiter else 0.0,
             "limiter_compensation_db": round(self.compensation_db, 2),

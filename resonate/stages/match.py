@@ -30,6 +30,7 @@ from scipy import signal
 from resonate.audio.io import probe, read_blocks
 from resonate.audio.resample import StreamResampler
 from resonate.config import check_ranges, setting
+from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError
 from resonate.jobfiles import same_file
 from resonate.stages import register
@@ -252,20 +253,37 @@ class SpectrumMeter:
 
 
 @functools.lru_cache(maxsize=8)
-def _reference_spectrum(path: str, mtime_ns: int, size: int, sample_rate: int) -> tuple[np.ndarray, float]:
+def _reference_spectrum(path: str, mtime_ns: int, size: int, sample_rate: int) -> tuple[np.ndarray, float, float, float]:
+    """(power spectrum, average level dBFS, integrated loudness LUFS, seconds): one read of the file."""
     info = probe(path)
     meter = SpectrumMeter(sample_rate)
+    loudness = LoudnessMeter(info.sample_rate, info.channels, true_peak=False)
     resampler = StreamResampler(info.sample_rate, sample_rate, info.channels)
     for block in read_blocks(path, 1 << 16):
+        loudness.update(block)
         meter.update(resampler.process(block))
     meter.update(resampler.process(np.zeros((info.channels, 0), np.float32), last=True))
     meter.finish()
-    return meter.psd(), meter.level_dbfs()
+    return meter.psd(), meter.level_dbfs(), loudness.integrated_lufs(), info.seconds
 
 
 def reference_spectrum(ref: Reference, sample_rate: int) -> np.ndarray:
     """The reference's long-term power spectrum on the stream's FFT grid (read in any supported
     format, resampled to ``sample_rate``). Too short, silent or unreadable: one clear error."""
+    return _checked_reference(ref, sample_rate)[0]
+
+
+def references_lufs(refs: Iterable[Reference], sample_rate: int = 44100) -> float:
+    """Integrated loudness of the studio versions together (BS.1770, each file measured whole;
+    several are combined as their powers weighted by length), for loudness that follows them."""
+    measured = [_checked_reference(r, sample_rate)[2:] for r in refs]
+    if not measured:
+        raise ResonateError("no studio version to take the loudness from")
+    power = sum(seconds * 10 ** (lufs / 10) for lufs, seconds in measured) / sum(s for _, s in measured)
+    return float(10 * np.log10(power))
+
+
+def _checked_reference(ref: Reference, sample_rate: int) -> tuple[np.ndarray, float, float, float]:
     path = Path(ref.path)
     if not path.is_file():
         raise ResonateError(f"reference {ref.path} not found")
@@ -274,10 +292,10 @@ def reference_spectrum(ref: Reference, sample_rate: int) -> np.ndarray:
         raise ResonateError(f"reference {path.name} is {info.seconds:.1f} s long; the studio version needs at least "
                             f"{MIN_REFERENCE_SECONDS:g} s to give its spectrum")
     stat = os.stat(path)
-    psd, level = _reference_spectrum(str(path.resolve()), stat.st_mtime_ns, stat.st_size, sample_rate)
-    if level < SILENT_DBFS:
-        raise ResonateError(f"reference {path.name} is silent (average level {level:.0f} dBFS)")
-    return psd
+    measured = _reference_spectrum(str(path.resolve()), stat.st_mtime_ns, stat.st_size, sample_rate)
+    if measured[1] < SILENT_DBFS:
+        raise ResonateError(f"reference {path.name} is silent (average level {measured[1]:.0f} dBFS)")
+    return measured
 
 
 def check_references(refs: Iterable[Reference], sample_rate: int = 44100) -> None:
