@@ -129,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         for kind, value in CONDITIONS:
             damaged = band_limit(clean, kind, value)
             top = min(limit, ExtendConfig().top_hz)
-            stage = ExtendStage(ExtendConfig(top_hz=top, weights=args.weights))
+            stage = ExtendStage(ExtendConfig(top_hz=top, weights=args.weights, **max_cutoff(args)))
             stage.open(StageContext(SR, clean.shape[0]))
             stage.measure(damaged)
             stage.plan()
@@ -159,6 +159,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             rows.append(row)
         print(f"  {name}: done", flush=True)
     return {"rows": rows, "summary": summarise(rows), "rtf": stage_rtf(clips, args)}
+
+
+def max_cutoff(args: argparse.Namespace) -> dict:
+    return {"max_cutoff_hz": args.max_cutoff} if args.max_cutoff is not None else {}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="", help="extension weights (default: the shipped model)")
     parser.add_argument("--fine-structure", type=float, help="override the model's fine-structure depth (0..1)")
     parser.add_argument("--level-offset", type=float, help="override the dB added to the model's predicted levels")
+    parser.add_argument("--max-cutoff", type=float, help="the stage's max_cutoff_hz (default: the stage's own)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
     if not args.weights:
