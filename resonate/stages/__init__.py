@@ -67,7 +67,8 @@ STAGE_INFO: dict[str, StageInfo] = {
         "Strength sets how loud the new highs are.")),
     "master": StageInfo("Master", "EQ, compressor, limiter", (
         "Tone and dynamics like a mastering desk: a high-pass against rumble, low and high "
-        "shelves, up to four EQ bands, a gentle compressor and a limiter.")),
+        "shelves, up to four EQ bands (linear phase: no band moves in time against another), a "
+        "gentle compressor and a limiter.")),
     "loudness": StageInfo("Loudness", "", (
         "Measures the loudness of the whole recording (as streaming services do, in LUFS) "
         "and brings it to your target, with a true-peak limiter so the master never goes over its "

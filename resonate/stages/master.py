@@ -2,6 +2,13 @@
 
 Plugins are built once per file and fed block by block with ``reset=False`` so filter and
 envelope state carries across blocks: blockwise output equals whole-file output.
+
+The EQ (high-pass, shelves, bands) runs in linear phase by default: the same magnitude as the
+pedalboard filters (measured from their impulse response), as a symmetric FIR streamed with its
+latency removed. The minimum-phase filters shift the low end against the rest of the music in
+time: on clean music a 30 Hz high-pass alone left 3-15 dB SI-SDR in minimum phase and 19-35 dB
+in linear phase (16 development clips), and it cost the default chain most of the restore
+model's gain (docs/restore-model.md).
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pedalboard as pb
+from scipy import signal
 
 from resonate.config import check_ranges, setting
+from resonate.dsp.fir import linear_phase_fir, magnitude_db, stream_linear_phase
 from resonate.stages import register
 from resonate.stages.base import Stage, StageContext
 
@@ -34,6 +43,10 @@ class MasterConfig:
     high_shelf_hz: float = setting(8000.0, label="High shelf", unit="Hz", range=(2000.0, 16000.0), step=100.0)
     high_shelf_db: float = setting(0.0, label="High shelf gain", unit="dB", range=(-12.0, 12.0), step=0.5)
     bands: tuple[EQBand, ...] = ()
+    linear_phase: bool = setting(True, label="Linear-phase EQ", help=(
+        "The EQ (high-pass, shelves, bands) as a linear-phase filter: every frequency keeps its "
+        "timing, the latency is removed. Off: the classic minimum-phase filters, which shift the "
+        "low end in time against the rest."))
     compressor: bool = True
     comp_threshold_db: float = setting(-20.0, label="Compressor threshold", unit="dB", range=(-40.0, 0.0), step=0.5)
     comp_ratio: float = setting(1.8, label="Compressor ratio", range=(1.0, 10.0), step=0.1)
@@ -60,6 +73,11 @@ def with_neutral_eq(cfg: MasterConfig, keep: Iterable[str] = ()) -> MasterConfig
 
 
 def build_board(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
+    """The whole chain of plugins: the EQ, then the dynamics."""
+    return pb.Pedalboard(list(build_eq(cfg, sample_rate)) + list(build_dynamics(cfg)))
+
+
+def build_eq(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
     nyquist_safe = 0.45 * sample_rate
     plugins: list = []
     if cfg.highpass_hz:
@@ -73,6 +91,11 @@ def build_board(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
             plugins.append(pb.PeakFilter(cutoff_frequency_hz=band.freq_hz, gain_db=band.gain_db, q=band.q))
     if cfg.high_shelf_db and cfg.high_shelf_hz < nyquist_safe:
         plugins.append(pb.HighShelfFilter(cutoff_frequency_hz=cfg.high_shelf_hz, gain_db=cfg.high_shelf_db))
+    return pb.Pedalboard(plugins)
+
+
+def build_dynamics(cfg: MasterConfig) -> pb.Pedalboard:
+    plugins: list = []
     if cfg.compressor and cfg.comp_ratio > 1.0:
         plugins.append(pb.Compressor(threshold_db=cfg.comp_threshold_db, ratio=cfg.comp_ratio,
                                      attack_ms=cfg.comp_attack_ms, release_ms=cfg.comp_release_ms))
@@ -89,14 +112,21 @@ class MasterStage(Stage):
     Config = MasterConfig
 
     def open(self, ctx: StageContext) -> None:
-        self.sample_rate = ctx.sample_rate
-        self.board = build_board(self.config, ctx.sample_rate)
+        self.sample_rate, self.channels = ctx.sample_rate, ctx.channels
+        eq = build_eq(self.config, ctx.sample_rate)
+        self.fir = eq_fir(eq, ctx.sample_rate) if self.config.linear_phase and len(eq) else None
+        self.board = build_dynamics(self.config) if self.fir is not None else build_board(self.config, ctx.sample_rate)
+        self.plugins = [type(p).__name__ for p in eq] + [type(p).__name__ for p in build_dynamics(self.config)]
         # Prepare the plugins once at the buffer size used below; a later size change would
         # re-prepare them and wipe filter state mid-stream.
         self.board.process(np.zeros((ctx.channels, PLUGIN_BUFFER), np.float32), ctx.sample_rate,
                            buffer_size=PLUGIN_BUFFER, reset=True)
 
     def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        if self.fir is not None:
+            h = self.fir[None, :]
+            blocks = stream_linear_phase(blocks, len(self.fir), self.channels,
+                                         lambda x, t: signal.oaconvolve(x, h, mode="valid", axes=-1))
         if len(self.board) == 0:
             yield from blocks
             return
@@ -105,4 +135,20 @@ class MasterStage(Stage):
                 yield self.board.process(block, self.sample_rate, buffer_size=PLUGIN_BUFFER, reset=False)
 
     def report(self) -> dict:
-        return {"plugins": [type(p).__name__ for p in self.board]}
+        report = {"plugins": self.plugins}
+        if self.fir is not None:
+            report["eq_phase"] = f"linear ({len(self.fir)} taps, latency removed)"
+        return report
+
+
+def eq_fir(eq: pb.Pedalboard, sample_rate: int) -> np.ndarray:
+    """A linear-phase FIR with the magnitude of the pedalboard filters ``eq``, measured from their
+    impulse response. About 0.37 s long (2.7 Hz resolution, enough for a 20 Hz high-pass); the
+    response is measured over four times that, where the filters have long rung out."""
+    n_fft = 1 << round(np.log2(0.37 * sample_rate))
+    impulse = np.zeros((1, 4 * n_fft), np.float32)
+    impulse[0, 0] = 1.0
+    response = eq.process(impulse, sample_rate, buffer_size=PLUGIN_BUFFER, reset=True)[0]
+    gain_db = magnitude_db(response.astype(np.float64), 4 * n_fft)
+    coarse = gain_db[:: 4]          # the rfft grid of n_fft, from the four times finer one
+    return linear_phase_fir(coarse, n_fft)

@@ -30,6 +30,7 @@ from scipy import signal
 from resonate.audio.io import probe, read_blocks
 from resonate.audio.resample import StreamResampler
 from resonate.config import check_ranges, setting
+from resonate.dsp.fir import linear_phase_fir, stream_linear_phase
 from resonate.dsp.loudness import LoudnessMeter
 from resonate.errors import ResonateError
 from resonate.jobfiles import same_file
@@ -399,19 +400,6 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
-def linear_phase_fir(gain_db: np.ndarray, n_fft: int) -> np.ndarray:
-    """A symmetric FIR of n_fft + 1 taps (latency n_fft / 2) with the magnitude ``gain_db``
-    (given on the rfft grid of ``n_fft``), by frequency sampling on a twice finer grid and a
-    Hann window."""
-    taps = n_fft + 1
-    fine = np.fft.rfftfreq(2 * n_fft)
-    coarse = np.fft.rfftfreq(n_fft)
-    magnitude = 10 ** (np.interp(fine, coarse, gain_db) / 20)
-    impulse = np.fft.irfft(magnitude, 2 * n_fft)
-    h = np.roll(impulse, taps // 2)[:taps] * signal.get_window("hann", taps + 2)[1:-1]
-    return h.astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------------------
 # The stage
 
@@ -488,18 +476,10 @@ class MatchStage(TwoPassStage):
             self._design()
         taps = self.meter.n_fft + 1
         delay = taps // 2
-        channels = self.ctx.channels
-        history = np.zeros((channels, taps - 1), dtype=np.float32)
-        produced = 0            # delayed output samples so far
-        skip = delay            # the FIR's latency: leading samples dropped
-        flush = np.zeros((channels, delay), dtype=np.float32)
-        for block in _then(blocks, flush):
-            n = block.shape[-1]
-            if not n:
-                continue
-            x = np.concatenate([history, block.astype(np.float32, copy=False)], axis=-1)
-            t = np.arange(produced, produced + n, dtype=np.float64) - delay     # aligned sample times
-            out = np.zeros((channels, n), dtype=np.float64)
+
+        def corrected(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+            n = len(t)
+            out = np.zeros((x.shape[0], n), dtype=np.float64)
             rest = np.ones(n)
             for h, w in zip(self.filters, self._weights(t)):
                 if w is None:
@@ -508,14 +488,9 @@ class MatchStage(TwoPassStage):
                 rest -= w
             if np.any(rest > 1e-9):
                 out += rest * x[:, taps - 1 - delay: taps - 1 - delay + n]
-            history = x[:, -(taps - 1):]
-            produced += n
-            out = out.astype(np.float32)
-            if skip:
-                cut = min(skip, n)
-                out, skip = out[:, cut:], skip - cut
-            if out.shape[-1]:
-                yield out
+            return out
+
+        yield from stream_linear_phase(blocks, taps, self.ctx.channels, corrected)
 
     def report(self) -> dict:
         used = [c for c in getattr(self, "corrections", []) if c is not None]
@@ -533,8 +508,3 @@ class MatchStage(TwoPassStage):
 def _rise(p: np.ndarray) -> np.ndarray:
     """0 -> 1 raised cosine over p in [0, 1]; rise(p) + rise(1 - p) = 1 (crossfades sum to one)."""
     return 0.5 - 0.5 * np.cos(np.pi * np.clip(p, 0.0, 1.0))
-
-
-def _then(blocks: Iterable[np.ndarray], last: np.ndarray) -> Iterator[np.ndarray]:
-    yield from blocks
-    yield last

@@ -40,7 +40,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "restore": ("strength",),
     "match": ("strength", "max_correction_db"),
     "extend": ("strength",),
-    "master": ("highpass_hz", "low_shelf_hz", "low_shelf_db", "high_shelf_hz", "high_shelf_db", "bands",
+    "master": ("highpass_hz", "low_shelf_hz", "low_shelf_db", "high_shelf_hz", "high_shelf_db", "bands", "linear_phase",
                "compressor", "comp_threshold_db", "comp_ratio", "comp_attack_ms", "comp_release_ms", "makeup_db",
                "limiter", "limiter_threshold_db"),
     "loudness": ("target_lufs", "true_peak_dbtp"),
