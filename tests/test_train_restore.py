@@ -18,7 +18,7 @@ from resonate.train.align import align_pair
 from resonate.train.crowd import applause, cheer, whistles
 from resonate.train.dataset import PairCrops, find_pairs
 from resonate.train.degrade import auto_gain, degrade, mp3_roundtrip
-from resonate.train.losses import RestoreLoss
+from resonate.train.losses import BAND_EDGES_HZ, LossWeights, RestoreLoss, band_level_error_db
 from resonate.train.metrics import log_spectral_distance, si_sdr
 from resonate.train.rooms import late_tail, rt60_of
 
@@ -265,3 +265,21 @@ def test_si_sdr_term_rewards_the_clean_target():
     loss_noisy, parts = crit(noisy, est_c, ref)
     loss_clean, _ = crit(ref, compress(stft(ref, 512, 128), 0.3), ref)
     assert "sisdr" in parts and loss_clean < loss_noisy
+
+
+def test_band_level_loss_counts_the_highs_a_model_took_away():
+    """A band 20 dB too quiet costs 20 dB over that band's share of the third-octave bands; a
+    scaled copy of the target costs nothing in level shape but its gain, uniformly."""
+    sr = 44100
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 2 * sr)).astype(np.float32))
+    cut_hz = BAND_EDGES_HZ[16]                      # 100 Hz * 2^(16/3): the highest 6 of 22 bands are above
+    spectrum = torch.fft.rfft(x)
+    spectrum[:, torch.fft.rfftfreq(x.shape[-1], 1 / sr) >= cut_hz] *= 0.1
+    dull = torch.fft.irfft(spectrum, x.shape[-1])
+    assert float(band_level_error_db(x, x, sr)) == 0.0
+    assert float(band_level_error_db(dull, x, sr)) == pytest.approx(20.0 * 6 / 22, abs=0.2)
+    assert float(band_level_error_db(0.5 * x, x, sr)) == pytest.approx(6.02, abs=0.05)
+    loss = RestoreLoss(1024, 256, 0.3, LossWeights(band_level=1.0), sample_rate=sr)
+    c = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True)
+    _, parts = loss(dull, c, x)
+    assert parts["band"] == pytest.approx(20.0 * 6 / 22, abs=0.2)

@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.optim.max_steps))
-    criterion = RestoreLoss(cfg.model.n_fft, cfg.model.hop, cfg.model.compress_power, cfg.loss)
+    criterion = RestoreLoss(cfg.model.n_fft, cfg.model.hop, cfg.model.compress_power, cfg.loss, cfg.model.sample_rate)
     state = {"step": 0, "best_val": -math.inf, "bad_validations": 0, "history": []}
 
     ckpt_path = out / "last.pt"
