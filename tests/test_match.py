@@ -202,20 +202,21 @@ def test_reference_ranges_are_parsed_and_checked():
 
 
 def test_with_a_reference_the_master_eq_stays_neutral_unless_set():
-    master = stage_configs(ChainSettings("concert"))["master"]
+    # The phone preset has a tonal EQ (concert has none).
+    master = stage_configs(ChainSettings("phone"))["master"]
     assert master.high_shelf_db != 0 and master.bands
-    matched = stage_configs(ChainSettings("concert", {"match": {"references": ["studio.wav"]}}))["master"]
+    matched = stage_configs(ChainSettings("phone", {"match": {"references": ["studio.wav"]}}))["master"]
     assert matched.low_shelf_db == matched.high_shelf_db == 0 and matched.bands == ()
     assert (matched.comp_ratio, matched.limiter, matched.highpass_hz) == (master.comp_ratio, master.limiter,
                                                                           master.highpass_hz)
-    chosen = stage_configs(ChainSettings("concert", {"match": {"references": ["studio.wav"]},
+    chosen = stage_configs(ChainSettings("phone", {"match": {"references": ["studio.wav"]},
                                                      "master": {"high_shelf_db": 2.0}}))["master"]
     assert chosen.high_shelf_db == 2.0 and chosen.low_shelf_db == 0
     # The app hands every control's value over: the preset's own values are not "set by the user".
-    as_app = stage_configs(ChainSettings("concert", {"match": {"references": ["studio.wav"]},
+    as_app = stage_configs(ChainSettings("phone", {"match": {"references": ["studio.wav"]},
                                                      "master": {"high_shelf_db": master.high_shelf_db}}))["master"]
     assert as_app.high_shelf_db == 0
-    bypassed = stage_configs(ChainSettings("concert", {"match": {"references": ["studio.wav"]}}, skip=("match",)))
+    bypassed = stage_configs(ChainSettings("phone", {"match": {"references": ["studio.wav"]}}, skip=("match",)))
     assert bypassed["master"].high_shelf_db == master.high_shelf_db
 
 
