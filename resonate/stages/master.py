@@ -72,11 +72,6 @@ def with_neutral_eq(cfg: MasterConfig, keep: Iterable[str] = ()) -> MasterConfig
     return replace(cfg, **{k: v for k, v in neutral.items() if k not in set(keep)})
 
 
-def build_board(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
-    """The whole chain of plugins: the EQ, then the dynamics."""
-    return pb.Pedalboard(list(build_eq(cfg, sample_rate)) + list(build_dynamics(cfg)))
-
-
 def build_eq(cfg: MasterConfig, sample_rate: int) -> pb.Pedalboard:
     nyquist_safe = 0.45 * sample_rate
     plugins: list = []
@@ -113,10 +108,11 @@ class MasterStage(Stage):
 
     def open(self, ctx: StageContext) -> None:
         self.sample_rate, self.channels = ctx.sample_rate, ctx.channels
-        eq = build_eq(self.config, ctx.sample_rate)
+        eq, dynamics = build_eq(self.config, ctx.sample_rate), build_dynamics(self.config)
         self.fir = eq_fir(eq, ctx.sample_rate) if self.config.linear_phase and len(eq) else None
-        self.board = build_dynamics(self.config) if self.fir is not None else build_board(self.config, ctx.sample_rate)
-        self.plugins = [type(p).__name__ for p in eq] + [type(p).__name__ for p in build_dynamics(self.config)]
+        # In linear phase the EQ runs as the FIR and the board is the dynamics alone.
+        self.board = dynamics if self.fir is not None else pb.Pedalboard([*eq, *dynamics])
+        self.plugins = [type(p).__name__ for p in (*eq, *dynamics)]
         # Prepare the plugins once at the buffer size used below; a later size change would
         # re-prepare them and wipe filter state mid-stream.
         self.board.process(np.zeros((ctx.channels, PLUGIN_BUFFER), np.float32), ctx.sample_rate,
