@@ -283,3 +283,29 @@ def test_band_level_loss_counts_the_highs_a_model_took_away():
     c = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True)
     _, parts = loss(dull, c, x)
     assert parts["band"] == pytest.approx(20.0 * 6 / 22, abs=0.2)
+
+
+def test_a_wider_deeper_model_starts_as_the_model_it_was_loaded_from():
+    torch.manual_seed(0)
+    small_cfg = RestoreUNetConfig(**{**TINY, "channels": (4, 8), "dilations": (1, 2)}, eq_head=True,
+                                  minphase_eq_seconds=0.1, level_norm_seconds=0.5)
+    small = RestoreUNet(small_cfg).eval()
+    with torch.no_grad():   # a trained model: nothing at its identity initialisation
+        for p in small.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    big = RestoreUNet(RestoreUNetConfig(**{**small_cfg.to_dict(), "bottleneck_dim": 40,
+                                            "dilations": (1, 2, 4, 8)})).eval()
+    fresh = [p.clone() for p in big.parameters()]
+    big.load_compatible(small.state_dict())
+    wav = 0.1 * torch.randn(2, SR)
+    with torch.no_grad():
+        a, b = small(wav), big(wav)
+    assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
+    # ... and it is not the small model padded with zeros: the new channels are live and learn.
+    assert float(big.temporal[0].pointwise.weight.detach()[16:, :].abs().mean()) > 0.01
+    loss = big(wav).pow(2).mean()
+    loss.backward()
+    assert float(big.from_frames.weight.grad[:, 16:].abs().sum()) > 0
+    assert any(not torch.equal(p, q) for p, q in zip(big.parameters(), fresh))
+    with pytest.raises(ValueError):
+        RestoreUNet(RestoreUNetConfig(**{**small_cfg.to_dict(), "bottleneck_dim": 8})).load_compatible(small.state_dict())

@@ -223,17 +223,45 @@ class RestoreUNet(nn.Module):
             head.bias.copy_(bias.repeat_interleave(self.config.first_factor))
 
     def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights of a model that differs from this one at most by the EQ head: the head's
-        extra output map starts at zero, which leaves the loaded model's output unchanged."""
+        """Load weights of a smaller model of the same design: the same ``channels``, an output
+        head with at most one map fewer (the EQ head), a bottleneck at most as wide and at most as
+        many temporal blocks (the loaded ones first). The result computes exactly what the loaded
+        model computed, so a fine-tune starts from its quality with more capacity to use:
+
+        * a grown output dimension keeps the loaded rows and the fresh initialisation for the new
+          ones (except the output head's new map, which starts at zero);
+        * a grown input dimension gets zero weights from the new inputs into the old outputs, so
+          new channels never reach the old ones until training moves those weights;
+        * an added temporal block starts with its residual scale at zero, i.e. as the identity.
+        """
         last = len(self.ups) - 1
-        key_w, key_b = f"ups.{last}.pointwise.weight", f"ups.{last}.pointwise.bias"
+        head = (f"ups.{last}.pointwise.weight", f"ups.{last}.pointwise.bias")
         own = self.state_dict()
         state = dict(state)
-        for key in (key_w, key_b):
-            if key in state and state[key].shape != own[key].shape:
-                grown = torch.zeros_like(own[key])
-                grown[: state[key].shape[0]] = state[key]
-                state[key] = grown
+        for key, value in list(state.items()):
+            if key.startswith("gate.") and key not in own:   # a damage gate fitted to the old model
+                del state[key]
+                continue
+            if key not in own:
+                raise ValueError(f"unexpected tensor {key} in the weights being loaded")
+            target = own[key]
+            if value.shape == target.shape:
+                continue
+            if value.dim() != target.dim() or any(a > b for a, b in zip(value.shape, target.shape)):
+                raise ValueError(f"{key}: {tuple(value.shape)} does not fit into {tuple(target.shape)}")
+            grown = torch.zeros_like(target) if key in head else target.clone()
+            if value.dim() >= 2 and value.shape[1] < target.shape[1] and not key.endswith("scale"):
+                grown[: value.shape[0], value.shape[1]:] = 0.0
+            grown[tuple(slice(0, n) for n in value.shape)] = value
+            state[key] = grown
+        for key in own:
+            if key not in state:
+                if not key.startswith("temporal."):
+                    raise ValueError(f"the weights being loaded have no {key}")
+                if key.endswith(".scale"):
+                    state[key] = torch.zeros_like(own[key])
+                else:
+                    state[key] = own[key]
         self.load_state_dict(state)
 
     def forward_spec(self, xc: torch.Tensor, return_eq: bool = False):
