@@ -19,7 +19,7 @@ from resonate.train.crowd import applause, cheer, whistles
 from resonate.train.dataset import PairCrops, find_pairs
 from resonate.train.degrade import auto_gain, degrade, mp3_roundtrip
 from resonate.train.losses import BAND_EDGES_HZ, LossWeights, RestoreLoss, band_level_error_db
-from resonate.train.metrics import log_spectral_distance, si_sdr
+from resonate.train.metrics import band_balance_db, log_spectral_distance, si_sdr
 from resonate.train.rooms import late_tail, rt60_of
 
 SR = 8000
@@ -180,6 +180,24 @@ def test_metrics_order_clean_over_noisy():
     assert si_sdr(slightly, clean) > si_sdr(badly, clean)
     assert si_sdr(3.0 * clean, clean) > 60  # scale-invariant
     assert log_spectral_distance(slightly, clean, SR) < log_spectral_distance(badly, clean, SR)
+
+
+def test_band_balance_reads_highs_taken_away_whatever_the_level():
+    sr = 44100
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((2, 4 * sr))
+    spec = np.fft.rfft(ref, axis=-1)
+    freqs = np.fft.rfftfreq(ref.shape[-1], 1 / sr)
+    high = (freqs >= 10000) & (freqs < 16000)
+    dull = spec.copy()
+    dull[:, high] *= 10 ** (-20 / 20)       # the 10-16 kHz band 20 dB down
+    dull = np.fft.irfft(dull, n=ref.shape[-1], axis=-1)
+    share = high.sum() / len(freqs)         # white noise: the band's share of the power
+    expected = 10 * np.log10(0.01 / (1 - share + 0.01 * share))   # its share falls, the rest's rises
+    assert band_balance_db(ref * 0.1, ref, sr) == pytest.approx(0.0, abs=0.05)
+    # (within 1 dB: the analysis window leaks the louder neighbours into the band's edge bins)
+    assert band_balance_db(0.3 * dull, ref, sr) == pytest.approx(expected, abs=1.0)
+    assert band_balance_db(ref[:, ::2], ref[:, ::2], sr // 2) is None   # the band is above Nyquist
 
 
 def test_alignment_recovers_offset_and_drift():

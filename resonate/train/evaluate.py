@@ -32,11 +32,12 @@ from resonate.models.inference import Restorer
 from resonate.models.io import load_model
 from resonate.train.align import align_pair
 from resonate.train.dataset import find_pairs, load_pair
-from resonate.train.metrics import log_spectral_distance, si_sdr
+from resonate.train.metrics import band_balance_db, log_spectral_distance, si_sdr
 
 QUIETER_DB = 20.0
 CROWD_STRETCH_DELAY_S = 0.25     # after the song ends: past the fade and the early reflections
 TAIL_SECONDS = 1.0
+HIGHS_LOST_DB = 15.0             # a clip whose 10-16 kHz band is this far under the target's has lost its highs
 
 
 @dataclass
@@ -57,6 +58,8 @@ class ClipResult:
     tail_change_db: float | None = None
     sdr_chain: float | None = None
     lsd_chain: float | None = None
+    highs_input_db: float | None = None   # 10-16 kHz against the target, level-aligned (metrics.band_balance_db)
+    highs_model_db: float | None = None
 
     @property
     def gain_model(self) -> float:
@@ -153,6 +156,8 @@ def evaluate_folder(weights: str, data_dir: str, device: torch.device, align: bo
             lsd_input=log_spectral_distance(noisy, clean, sr), lsd_model=log_spectral_distance(restored, clean, sr),
             lsd_nr=log_spectral_distance(nr, clean, sr), clean_sdr=clean_scores[pair.song],
         )
+        r.highs_input_db = band_balance_db(noisy, clean, sr)
+        r.highs_model_db = band_balance_db(restored, clean, sr)
         meta = params.get(pair.song, {})
         r.kind = meta.get("type", "")
         if dry is not None:
@@ -231,6 +236,9 @@ def summary(results: list[ClipResult]) -> dict:
         "clean_passthrough_si_sdr_median": float(np.median([r.clean_sdr for r in results])),
         "chain_si_sdr_gain": mean(lambda r: None if r.sdr_chain is None else r.sdr_chain - r.sdr_input),
         "chain_lsd": mean(lambda r: r.lsd_chain),
+        "highs_input_db": mean(lambda r: r.highs_input_db), "highs_model_db": mean(lambda r: r.highs_model_db),
+        "highs_input_lost": int(sum(r.highs_input_db is not None and r.highs_input_db < -HIGHS_LOST_DB for r in results)),
+        "highs_model_lost": int(sum(r.highs_model_db is not None and r.highs_model_db < -HIGHS_LOST_DB for r in results)),
         "by_type": {},
     }
     for kind in sorted({r.kind for r in results if r.kind}):
@@ -256,6 +264,10 @@ def summary_lines(s: dict) -> list[str]:
         f"{f('reverb_tail_change_db', '+.1f')} dB; clean passthrough SI-SDR min {f('clean_passthrough_si_sdr_min', '.1f')} dB "
         f"(median {f('clean_passthrough_si_sdr_median', '.1f')})",
     ]
+    if s.get("highs_model_db") is not None:
+        lines.append(f"10-16 kHz against the target, level-aligned: input {f('highs_input_db', '+.1f')} dB, "
+                     f"model {f('highs_model_db', '+.1f')} dB; more than {HIGHS_LOST_DB:.0f} dB under on "
+                     f"{s['highs_input_lost']} (input) and {s['highs_model_lost']} (model) of {s['clips']} clips")
     if s.get("chain_si_sdr_gain") is not None:
         lines.append(f"default chain (no separation): SI-SDR gain {f('chain_si_sdr_gain', '+.2f')} dB, "
                      f"LSD {f('chain_lsd', '.2f')} dB (input {f('lsd_input', '.2f')})")

@@ -42,3 +42,29 @@ def log_spectral_distance(estimate: np.ndarray, reference: np.ndarray, sr: int,
         d = 10 * np.log10(pe + floor) - 10 * np.log10(pr + floor)
         out.append(float(np.mean(np.sqrt(np.mean(d ** 2, axis=-2)))))
     return float(np.mean(out))
+
+
+HIGH_BAND_HZ = (10000.0, 16000.0)
+
+
+def band_balance_db(estimate: np.ndarray, reference: np.ndarray, sr: int,
+                    band_hz: tuple[float, float] = HIGH_BAND_HZ) -> float | None:
+    """How much louder (dB; negative: quieter) ``band_hz`` is in ``estimate`` than in ``reference``
+    relative to each signal's total power: the level of one band once the two signals are
+    level-aligned. A restorer that takes the music's highs away with a crowd reads strongly
+    negative here while SI-SDR, dominated by the loud low and middle bands, barely notices.
+    None where the band is above Nyquist or the reference holds nothing there."""
+    if band_hz[1] > sr / 2:
+        return None
+
+    def share(x: np.ndarray) -> tuple[float, float]:
+        f, p = signal.welch(np.atleast_2d(x).astype(np.float64), sr, nperseg=4096, axis=-1)
+        p = p.sum(axis=0)
+        in_band = (f >= band_hz[0]) & (f < band_hz[1])
+        return float(p[in_band].sum()), float(p.sum())
+
+    band_e, total_e = share(estimate)
+    band_r, total_r = share(reference)
+    if band_r <= 1e-12 * total_r or total_e <= 0:
+        return None
+    return float(10 * np.log10((band_e / total_e + 1e-20) / (band_r / total_r)))
