@@ -57,7 +57,8 @@ def build(shows: int, seconds: int, seed: int, shared: Path) -> None:
         print(f"show {s}: {show['music']} in {show['venue']}", flush=True)
 
 
-def score(cfg: FuseConfig, counts: list[int], only: list[int] | None = None, restore: bool = False) -> None:
+def score(cfg: FuseConfig, counts: list[int], only: list[int] | None = None, restore: bool = False,
+          restore_first: bool = False) -> None:
     shows = [p for p in sorted(CACHE.glob("show*/show.pkl")) if only is None or int(p.parent.name[4:]) in only]
     if not shows:
         raise SystemExit("no shows: run 'build' first")
@@ -83,6 +84,17 @@ def score(cfg: FuseConfig, counts: list[int], only: list[int] | None = None, res
                     restored = bench.score_fused(bench.restore(out, work / "r.wav"), report, show, lo, hi)
                     print(f"{pkl.parent.name}, {count} recordings, restored: best single {max(singles):+.2f}, "
                           f"fused {restored:+.2f} ({restored - max(singles):+.2f})", flush=True)
+                if restore_first:
+                    # Each recording restored on its own, then the restored recordings fused.
+                    (work / "first").mkdir(exist_ok=True)   # same names: the report names its reference recK
+                    firsts = [work / "first" / f"rec{k}.wav" for k in range(count)]
+                    singles = [bench.score_take(bench.restore(paths[k], firsts[k]), takes[k], lo, hi)
+                               for k in range(count)]
+                    report_r = fuse_files(firsts, work / "fr.wav", cfg)
+                    fused_r = bench.score_fused(sf.read(work / "fr.wav", dtype="float32", always_2d=True)[0].T,
+                                                report_r, show, lo, hi)
+                    print(f"{pkl.parent.name}, {count} recordings, restored first: best single {max(singles):+.2f}, "
+                          f"fused {fused_r:+.2f} ({fused_r - max(singles):+.2f})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for count in counts:
@@ -99,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=90)
     p.add_argument("--only", help="score these shows only (e.g. 0,2)")
     p.add_argument("--restore", action="store_true", help="also restore (denoise + restore) singles and fusion")
+    p.add_argument("--restore-first", action="store_true",
+                   help="also restore each recording alone and fuse the restored recordings")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args(argv)
@@ -106,7 +120,7 @@ def main(argv=None) -> int:
         build(args.shows, args.seconds, args.seed, args.shared)
     else:
         score(FuseConfig(**ast.literal_eval(args.config)), [int(c) for c in args.counts.split(",")],
-              [int(s) for s in args.only.split(",")] if args.only else None, args.restore)
+              [int(s) for s in args.only.split(",")] if args.only else None, args.restore, args.restore_first)
     return 0
 
 
