@@ -311,7 +311,7 @@ def test_a_wider_deeper_model_starts_as_the_model_it_was_loaded_from():
     with torch.no_grad():   # a trained model: nothing at its identity initialisation
         for p in small.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    big = RestoreUNet(RestoreUNetConfig(**{**small_cfg.to_dict(), "bottleneck_dim": 40,
+    big = RestoreUNet(RestoreUNetConfig(**{**small_cfg.to_dict(), "bottleneck_dim": 40, "channels": (6, 12),
                                             "dilations": (1, 2, 4, 8)})).eval()
     fresh = [p.clone() for p in big.parameters()]
     big.load_compatible(small.state_dict())

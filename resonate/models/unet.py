@@ -223,9 +223,9 @@ class RestoreUNet(nn.Module):
             head.bias.copy_(bias.repeat_interleave(self.config.first_factor))
 
     def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights of a smaller model of the same design: the same ``channels``, an output
-        head with at most one map fewer (the EQ head), a bottleneck at most as wide and at most as
-        many temporal blocks (the loaded ones first). The result computes exactly what the loaded
+        """Load weights of a smaller model of the same design: as many levels, each at most as
+        wide, an output head with at most one map fewer (the EQ head), a bottleneck at most as wide
+        and at most as many temporal blocks (the loaded ones first). The result computes exactly what the loaded
         model computed, so a fine-tune starts from its quality with more capacity to use:
 
         * a grown output dimension keeps the loaded rows and the fresh initialisation for the new

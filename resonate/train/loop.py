@@ -153,12 +153,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         # The minimum-phase EQ adds at most a zero-initialised output map: a model without it can
         # be fine-tuned with it.
         # So does the level normaliser (it only rescales what the network sees).
-        # A wider bottleneck and more temporal blocks start out as the loaded model too
+        # Wider levels, a wider bottleneck and more temporal blocks start out as the loaded model too
         # (``RestoreUNet.load_compatible``).
         eq_fields = {k: getattr(model.config, k) for k in ("minphase_eq_seconds", "eq_head", "eq_shape_limit_db",
                                                            "level_norm_seconds", "level_norm_reference",
-                                                           "bottleneck_dim", "dilations")}
+                                                           "bottleneck_dim", "dilations", "channels")}
         grows = (start.config.bottleneck_dim <= model.config.bottleneck_dim
+                 and len(start.config.channels) == len(model.config.channels)
+                 and all(a <= b for a, b in zip(start.config.channels, model.config.channels))
                  and tuple(model.config.dilations[: len(start.config.dilations)]) == tuple(start.config.dilations))
         if (replace(start.config, **eq_fields) != model.config or not grows
                 or (start.config.eq_head and not model.config.eq_head)):
