@@ -311,6 +311,9 @@ def process_file(
     reading = StageRecord("read", None)
     blocks = _Meter(reading, None, None).wrap(
         _tap(read_blocks(job.src, env.block_frames, nonfinite=job.nonfinite), job.in_meter.update))
+    for r in records:
+        if not r.skipped and r.stage.measures_source:
+            blocks = _tap(blocks, r.stage.measure_source)
     blocks = _run_stages(blocks, first_pass, job.info.frames, job.info.channels, progress)
     blocks = _to_output_rate(blocks, job)
 
@@ -361,7 +364,7 @@ def _stage_context(job: _Job, env: JobEnvironment, dev: Any) -> StageContext:
         sample_rate=job.info.sample_rate, channels=job.info.channels, total_frames=job.info.frames, device=dev,
         models_dir=env.models_dir, input_path=job.src, output_path=job.dst, stems_dir=job.stems_dir,
         output_format={"format": output.format, "bit_depth": output.bit_depth, "mp3_bitrate": output.mp3_bitrate},
-        cache_dir=env.cache_dir, warn=job.warn, models=env.models,
+        cache_dir=env.cache_dir, source_sample_rate=job.info.sample_rate, warn=job.warn, models=env.models,
     )
 
 

@@ -276,6 +276,65 @@ def test_tiny_model_round_trips_through_safetensors(tmp_path):
         ExtendStage(ExtendConfig(weights=str(tmp_path / "absent.safetensors"))).open(StageContext(44100, 2))
 
 
+def _hiss(x: np.ndarray, sr: int, db: float) -> np.ndarray:
+    """x plus white noise ``db`` under its level: the faint sound a restoration leaves above a
+    phone's roll-off, enough to hide the recording's cliff."""
+    return (x + noise(x.shape[-1] / sr, sr, x.shape[0], seed=7) * (np.std(x) / 0.1 * 10 ** (db / 20))).astype(np.float32)
+
+
+def test_the_cutoff_hidden_by_the_stages_before_is_found_on_the_recording(tiny_weights):
+    sr = 44100
+    recording = band_limit(harmonic_music(6.0, sr), sr, 6000.0)
+    reaching = _hiss(recording, sr, -30.0)
+    assert cutoff_of(reaching, sr) is None            # what reaches the stage looks full band
+    stage = ExtendStage(ExtendConfig(weights=str(tiny_weights)))
+    stage.open(StageContext(sr, 2, source_sample_rate=sr))
+    for i in range(0, recording.shape[-1], 44100):
+        stage.measure_source(recording[:, i: i + 44100])
+        stage.measure(reaching[:, i: i + 44100])
+    stage.plan()
+    y = np.concatenate(list(stage.apply(iter([reaching]))), axis=-1)
+    report = stage.report()
+    assert report["extended"] and report["cutoff_measured_on"] == "the recording as read"
+    assert report["detected_cutoff_hz"] == pytest.approx(6000.0, abs=500)
+    assert band_energy(y - reaching, sr, 7000.0, 17000.0) > 10 * band_energy(reaching, sr, 7000.0, 17000.0)
+    # Without the recording (the whole-array path), the stage sees only what reaches it.
+    alone = ExtendStage(ExtendConfig(weights=str(tiny_weights)))
+    np.testing.assert_array_equal(alone.process(reaching, StageContext(sr, 2)), reaching)
+    assert alone.report()["cutoff_measured_on"] == "its input"
+
+
+def test_the_pipeline_shows_the_stage_the_recording_as_read(tiny_weights, tmp_path, monkeypatch):
+    """Through the real chain: a stage before extend that fills the highs with faint hiss (as
+    restoration does above a phone's roll-off) no longer hides the recording's cutoff."""
+    import soundfile as sf
+
+    from resonate import stages
+    from resonate.pipeline import ChainSettings, OutputOptions, process_file
+    from resonate.stages.base import Stage
+    from resonate.stages.denoise import DenoiseStage
+
+    sr = 44100
+
+    class Hiss(Stage):
+        name = "denoise"
+        Config = DenoiseStage.Config    # takes the place of denoise, settings and all
+
+        def stream(self, blocks):
+            for b in blocks:
+                yield _hiss(b, sr, -30.0)
+
+    monkeypatch.setitem(stages.REGISTRY, "denoise", Hiss)
+    src, dst = tmp_path / "phone.wav", tmp_path / "out.wav"
+    sf.write(src, band_limit(harmonic_music(6.0, sr), sr, 6000.0).T, sr, subtype="FLOAT")
+    settings = ChainSettings(skip=("separate", "restore", "master", "loudness"),
+                             overrides={"extend": {"weights": str(tiny_weights)}})
+    report = process_file(src, dst, settings, OutputOptions(bit_depth="32f"))
+    extend = next(s for s in report["stages"] if s["name"] == "extend")
+    assert extend["extended"] and extend["cutoff_measured_on"] == "the recording as read"
+    assert extend["detected_cutoff_hz"] == pytest.approx(6000.0, abs=500)
+
+
 def test_registered_after_match_and_the_shipped_model_loads():
     assert load_registry()["extend"] is ExtendStage
     assert STAGE_ORDER.index("extend") == STAGE_ORDER.index("restore") + 2 == STAGE_ORDER.index("master") - 1

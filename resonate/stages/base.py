@@ -39,6 +39,8 @@ class StageContext:
     stems_dir: Path | None = None       # where the separate stage writes stems, if asked
     output_format: dict[str, Any] = field(default_factory=dict)  # format/bit_depth/mp3_bitrate for side outputs
     cache_dir: Path | None = None
+    # The rate of the blocks ``Stage.measure_source`` sees: the recording's own, as read.
+    source_sample_rate: int | None = None
     warn: Callable[[str], None] = log.warning
     # The job environment's loader (models load once per environment); one made by hand keeps nothing.
     models: ModelLoader = field(default_factory=lambda: ModelLoader(max_entries=0))
@@ -71,6 +73,15 @@ class Stage(ABC):
     @abstractmethod
     def stream(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         ...
+
+    # True: the pipeline also shows this stage the recording as it was read, before any stage
+    # changed it (``measure_source``, during pass 1): what the recording itself is (its bandwidth)
+    # can be hidden by what the stages before this one did to it.
+    measures_source: ClassVar[bool] = False
+
+    def measure_source(self, block: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Pass 1, when ``measures_source``: one block of the recording as read (in order, at
+        ``StageContext.source_sample_rate``), before this stage sees anything of its own input."""
 
     def report(self) -> dict[str, Any]:
         """Extra fields for this stage's entry in the job report (model, device, ...)."""

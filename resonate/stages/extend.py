@@ -7,6 +7,11 @@ to ``top_hz`` (or just under Nyquist) with the learned envelope model and band r
 (:mod:`resonate.models.extend`), chunk by chunk. Full-band input, or a cutoff above
 ``max_cutoff_hz``, passes through unchanged and the report says "full band, nothing to extend".
 Nothing below the cutoff changes; ``strength`` scales what is added.
+
+The cutoff is also measured on the recording as read (``measure_source``): the stages before
+this one can hide it (restoration leaves faint sound above a phone's 5 kHz roll-off, and the
+cliff is gone), and what the recording never had is still missing. The lower of the two cutoffs
+is the one extended from.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class ExtendConfig:
 class ExtendStage(TwoPassStage):
     name = "extend"
     Config = ExtendConfig
+    measures_source = True
 
     def open(self, ctx: StageContext) -> None:
         from resonate.models.extend import DEFAULT_EXTEND_WEIGHTS, load_extend_model
@@ -63,20 +69,38 @@ class ExtendStage(TwoPassStage):
         self.ctx = ctx
         self.weights_path = path
         self.spectrum = LongTermSpectrum(ctx.sample_rate, ctx.channels)
+        self.source_spectrum = LongTermSpectrum(ctx.source_sample_rate or ctx.sample_rate, ctx.channels)
+        self.measured_on = "its input"
         self.bandwidth: Bandwidth | None = None
         self.extender = None
         self.note = ""
         self._seconds_in = 0.0
 
+    def measure_source(self, block: np.ndarray) -> None:
+        self.source_spectrum.update(block)
+
     def measure(self, block: np.ndarray) -> None:
         self.spectrum.update(block)
+
+    def _cutoff(self) -> Bandwidth:
+        """The stream's bandwidth, or the recording's where that is lower (see the module's doc)."""
+        cfg, sr = self.config, self.ctx.sample_rate
+        here = detect_cutoff(self.spectrum.power, sr, cfg.min_drop_db)
+        self.measured_on = "its input"
+        if not self.source_spectrum.frames:
+            return here
+        source = detect_cutoff(self.source_spectrum.power, self.source_spectrum.sample_rate, cfg.min_drop_db)
+        if source.limited and source.cutoff_hz < min(here.cutoff_hz or np.inf, here.top_hz):
+            self.measured_on = "the recording as read"
+            return Bandwidth(source.cutoff_hz, source.drop_db, here.top_hz)
+        return here
 
     def plan(self, reread: Callable[[], Iterable[np.ndarray]] | None = None) -> None:
         """Between the passes: find the cutoff and decide what to add (the spool is not reread)."""
         from resonate.models.extend import BandExtender
 
         cfg, sr = self.config, self.ctx.sample_rate
-        self.bandwidth = found = detect_cutoff(self.spectrum.power, sr, cfg.min_drop_db)
+        self.bandwidth = found = self._cutoff()
         self.extender = None
         if not found.limited:
             self.note = FULL_BAND
@@ -111,6 +135,7 @@ class ExtendStage(TwoPassStage):
         return {
             "detected_cutoff_hz": round(found.cutoff_hz, 1) if found is not None and found.limited else None,
             "cliff_db": round(found.drop_db, 1) if found is not None else None,
+            "cutoff_measured_on": self.measured_on,
             "extended": ext is not None,
             "added_band_hz": [round(lay.cutoff_hz, 1), round(lay.top_hz, 1)] if lay is not None else None,
             # Energy of what was added relative to the whole signal's (dB); None when nothing was.
