@@ -103,6 +103,34 @@ def test_a_known_eq_comes_back_within_1_db_per_band(source, reference_file):
     assert np.abs(error[bands]).max() < 1.0, dict(zip(centres[bands].round(), error[bands].round(2)))
 
 
+def test_a_difference_no_larger_than_the_songs_own_change_is_not_corrected(tmp_path, source):
+    """A studio version whose sections alternate between bright and dull (+-6 dB at 6 kHz): its
+    long-term spectrum is brighter than a flat stretch of the song, but by less than the song
+    itself changes, so the margin leaves 6 kHz alone; without it the stage boosts there."""
+    from resonate.stages.match import section_spread_db
+
+    sections = [peaking(source[:, i: i + 5 * SR], 6000, 6 if (i // (5 * SR)) % 2 else -6, 0.7)
+                for i in range(0, 20 * SR, 5 * SR)]
+    path = tmp_path / "studio_sections.wav"
+    sf.write(str(path), np.concatenate(sections, axis=-1).T, SR, subtype="FLOAT")
+    recording = source[:, 20 * SR:]
+    responses = {}
+    for margin in (0.0, 1.0):
+        stage = MatchStage(MatchConfig(references=(str(path),), variation_margin=margin))
+        run(stage, recording)
+        freqs, response = fir_response_db(stage)
+        responses[margin] = response[np.argmin(np.abs(freqs - 6000))]
+    assert responses[0.0] > 2.0, responses
+    assert abs(responses[1.0]) < 0.25 * responses[0.0], responses
+    # The spread itself: half the +-6 dB swing's 12 dB in that band, none far from it.
+    freqs = np.fft.rfftfreq(4096, 1 / SR)
+    flat = np.ones(len(freqs))
+    swing = 10 ** (12 / 10 * np.exp(-np.log2(np.maximum(freqs, 1) / 6000) ** 2 / 0.1))
+    spread = section_spread_db([flat, swing, flat, swing], freqs, octaves=1 / 24)
+    assert spread[np.argmin(np.abs(freqs - 6000))] == pytest.approx(6.0, abs=0.2)
+    assert spread[np.argmin(np.abs(freqs - 500))] < 0.1
+
+
 def test_streaming_in_small_blocks_equals_the_whole_file_and_is_aligned(source, reference_file):
     recording = coloured(source[:, 20 * SR: 32 * SR])
     whole = run(MatchStage(MatchConfig(references=(str(reference_file),))), recording)

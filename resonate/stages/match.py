@@ -49,6 +49,7 @@ LEVEL_BAND_HZ = (100.0, 8000.0)   # where the level difference between the two s
 LOWEST_HZ = 25.0               # nothing below is corrected
 HIST_RANGE_DB = (-160.0, 20.0)  # frame band levels, in 1-dB bins
 CURVE_POINTS_PER_OCTAVE = 6    # the correction curve in the report
+SECTION_SECONDS = 5.0          # the reference's balance is also measured per section this long
 
 
 def _fft_size(sample_rate: int) -> int:
@@ -115,6 +116,10 @@ class MatchConfig:
     # notes, not what the PA and the room did (docs/matching.md: 1/3 octave scored lower).
     smoothing_octaves: float = setting(1.0, label="Smoothing", unit="octave", range=(1 / 24, 2.0), step=1 / 24,
                                        help="width over which both spectra are averaged before they are compared")
+    variation_margin: float = setting(1.0, label="Song-variation margin", unit="x", range=(0.0, 3.0), step=0.25,
+                                      help="each correction is reduced by this many times how much the studio "
+                                           "version's own balance changes between its sections (the recording is "
+                                           "another stretch of the song); smaller corrections are dropped")
     crossfade_s: float = setting(2.0, label="Crossfade", unit="s", range=(0.0, 30.0), step=0.5,
                                  help="how long one reference's correction takes to hand over to the next")
 
@@ -254,18 +259,45 @@ class SpectrumMeter:
 
 
 @functools.lru_cache(maxsize=8)
-def _reference_spectrum(path: str, mtime_ns: int, size: int, sample_rate: int) -> tuple[np.ndarray, float, float, float]:
-    """(power spectrum, average level dBFS, integrated loudness LUFS, seconds): one read of the file."""
+def _reference_spectrum(path: str, mtime_ns: int, size: int, sample_rate: int
+                        ) -> tuple[np.ndarray, float, float, float, np.ndarray]:
+    """(power spectrum, average level dBFS, integrated loudness LUFS, seconds, spread of its
+    balance between sections in dB per bin): one read of the file."""
     info = probe(path)
     meter = SpectrumMeter(sample_rate)
+    section = SpectrumMeter(sample_rate)
+    sections: list[np.ndarray] = []       # per section of ~SECTION_SECONDS, its power spectrum
     loudness = LoudnessMeter(info.sample_rate, info.channels, true_peak=False)
     resampler = StreamResampler(info.sample_rate, sample_rate, info.channels)
     for block in read_blocks(path, 1 << 16):
         loudness.update(block)
-        meter.update(resampler.process(block))
+        block = resampler.process(block)
+        meter.update(block)
+        section.update(block)
+        if section.total >= SECTION_SECONDS * sample_rate:
+            if section.frames[0]:
+                sections.append(section.psd())
+            section = SpectrumMeter(sample_rate)
     meter.update(resampler.process(np.zeros((info.channels, 0), np.float32), last=True))
     meter.finish()
-    return meter.psd(), meter.level_dbfs(), loudness.integrated_lufs(), info.seconds
+    return meter.psd(), meter.level_dbfs(), loudness.integrated_lufs(), info.seconds, \
+        section_spread_db(sections, meter.freqs)
+
+
+def section_spread_db(sections: list[np.ndarray], freqs: np.ndarray, octaves: float = 1.0) -> np.ndarray:
+    """Per bin, how much the balance of the studio version differs between its sections (dB,
+    standard deviation over sections of each one's smoothed spectrum less its own level). The
+    recording is another stretch of the song than the reference, so a correction this size
+    or smaller may be the song's own change, not the PA's or the room's. Zeros with fewer than
+    two sections."""
+    if len(sections) < 2:
+        return np.zeros(len(freqs))
+    levels = []
+    for psd in sections:
+        smooth = 10 * np.log10(smooth_octave(psd, freqs, octaves) + 1e-30)
+        band = (freqs >= LEVEL_BAND_HZ[0]) & (freqs <= LEVEL_BAND_HZ[1])
+        levels.append(smooth - _weighted_median(smooth[band], 1 / freqs[band]))
+    return np.std(np.array(levels), axis=0)
 
 
 def reference_spectrum(ref: Reference, sample_rate: int) -> np.ndarray:
@@ -274,17 +306,22 @@ def reference_spectrum(ref: Reference, sample_rate: int) -> np.ndarray:
     return _checked_reference(ref, sample_rate)[0]
 
 
+def reference_spread_db(ref: Reference, sample_rate: int) -> np.ndarray:
+    """How much the reference's balance varies between its sections, per bin (``section_spread_db``)."""
+    return _checked_reference(ref, sample_rate)[4]
+
+
 def references_lufs(refs: Iterable[Reference], sample_rate: int = 44100) -> float:
     """Integrated loudness of the studio versions together (BS.1770, each file measured whole;
     several are combined as their powers weighted by length), for loudness that follows them."""
-    measured = [_checked_reference(r, sample_rate)[2:] for r in refs]
+    measured = [_checked_reference(r, sample_rate)[2:4] for r in refs]
     if not measured:
         raise ResonateError("no studio version to take the loudness from")
     power = sum(seconds * 10 ** (lufs / 10) for lufs, seconds in measured) / sum(s for _, s in measured)
     return float(10 * np.log10(power))
 
 
-def _checked_reference(ref: Reference, sample_rate: int) -> tuple[np.ndarray, float, float, float]:
+def _checked_reference(ref: Reference, sample_rate: int) -> tuple[np.ndarray, float, float, float, np.ndarray]:
     path = Path(ref.path)
     if not path.is_file():
         raise ResonateError(f"reference {ref.path} not found")
@@ -346,7 +383,8 @@ class Correction:
 
 
 def design_correction(ref_psd: np.ndarray, rec_psd: np.ndarray, band_snr_db: np.ndarray, band_centres: np.ndarray,
-                      freqs: np.ndarray, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+                      freqs: np.ndarray, cfg: MatchConfig, ref_spread_db: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The gain (dB per bin) that brings the recording's smoothed spectrum onto the reference's.
 
     Returns (gain, reference curve on the recording's level, recording curve, top of the
@@ -381,6 +419,9 @@ def design_correction(ref_psd: np.ndarray, rec_psd: np.ndarray, band_snr_db: np.
     top = float(freqs[kept].max()) if kept.any() else 0.0
     ref_db, rec_db = db(ref_psd, cfg.smoothing_octaves, kept), db(rec_psd, cfg.smoothing_octaves, kept)
     gain = np.where(kept, ref_db - rec_db - offset, 0.0)
+    if ref_spread_db is not None and cfg.variation_margin > 0:
+        # What the song itself changes between sections is no evidence of the PA or the room.
+        gain = np.sign(gain) * np.maximum(np.abs(gain) - cfg.variation_margin * ref_spread_db, 0.0)
     gain = np.clip(gain, -cfg.max_correction_db, cfg.max_correction_db)
     # Never boost what is not there: at most the band's level over its noise floor, less a
     # margin; nothing where the recording has lost the frequency, nor within a sixth of an
@@ -418,6 +459,7 @@ class MatchStage(TwoPassStage):
         check_reference_paths(refs, [ctx.input_path], [ctx.output_path])
         self.sample_rate = ctx.sample_rate
         self.ref_psds = [reference_spectrum(r, ctx.sample_rate) for r in refs]
+        self.ref_spreads = [reference_spread_db(r, ctx.sample_rate) for r in refs]
         self.spans = [(r.start_s or 0.0, r.end_s if r.end_s is not None else np.inf) for r in refs]
         starts = np.array([s for s, _ in self.spans]) * ctx.sample_rate
         ends = np.array([e for _, e in self.spans]) * ctx.sample_rate
@@ -447,7 +489,8 @@ class MatchStage(TwoPassStage):
                 self.filters.append(None)
                 continue
             gain, ref_db, rec_db, top = design_correction(self.ref_psds[k], meter.psd(k), meter.band_snr_db(k),
-                                                          meter.band_centres, meter.freqs, self.config)
+                                                          meter.band_centres, meter.freqs, self.config,
+                                                          self.ref_spreads[k])
             self.corrections.append(Correction(ref, meter.freqs, ref_db, rec_db, gain, top, int(meter.frames[k])))
             self.filters.append(linear_phase_fir(gain, meter.n_fft))
 
