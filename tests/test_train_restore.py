@@ -327,3 +327,28 @@ def test_a_wider_deeper_model_starts_as_the_model_it_was_loaded_from():
     assert any(not torch.equal(p, q) for p, q in zip(big.parameters(), fresh))
     with pytest.raises(ValueError):
         RestoreUNet(RestoreUNetConfig(**{**small_cfg.to_dict(), "bottleneck_dim": 8})).load_compatible(small.state_dict())
+
+
+def test_freeze_loaded_trains_only_what_the_growth_added(tmp_path, capsys):
+    torch.manual_seed(0)
+    small_cfg = RestoreUNetConfig(**{**TINY, "channels": (4, 8), "dilations": (1, 2)})
+    small = RestoreUNet(small_cfg)
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    weights = save_weights(small, tmp_path / "small.safetensors")
+    config = yaml.safe_load(open(_train_config(tmp_path, 3)))
+    config.update(init_weights=str(weights), freeze_loaded=True)
+    config["model"] = {**TINY, "bottleneck_dim": 24, "dilations": [1, 2, 4]}
+    path = tmp_path / "grow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert commands.main(["train", "--config", str(path)]) == 0
+    assert "training only the grown part" in capsys.readouterr().out
+    trained = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    old = small.state_dict()
+    for key, value in old.items():      # every loaded value as it was
+        assert torch.equal(trained[key][tuple(slice(0, n) for n in value.shape)], value), key
+    # ... and the grown part trained: the new bottleneck channels and the added block.
+    assert not torch.equal(trained["temporal.2.pointwise.weight"], torch.zeros_like(trained["temporal.2.pointwise.weight"])) \
+        and float(trained["temporal.2.scale"].abs().sum()) > 0
+    assert float(trained["from_frames.weight"][:, 16:].abs().sum()) > 0

@@ -222,7 +222,7 @@ class RestoreUNet(nn.Module):
             # pointwise output channel index = output map * factor + sub-pixel position.
             head.bias.copy_(bias.repeat_interleave(self.config.first_factor))
 
-    def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
+    def load_compatible(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Load weights of a smaller model of the same design: as many levels, each at most as
         wide, an output head with at most one map fewer (the EQ head), a bottleneck at most as wide
         and at most as many temporal blocks (the loaded ones first). The result computes exactly what the loaded
@@ -233,11 +233,15 @@ class RestoreUNet(nn.Module):
         * a grown input dimension gets zero weights from the new inputs into the old outputs, so
           new channels never reach the old ones until training moves those weights;
         * an added temporal block starts with its residual scale at zero, i.e. as the identity.
+
+        Returns, per tensor, where its values came from the loaded weights (True) rather than
+        from the growth (False), for training only what is new (``TrainConfig.freeze_loaded``).
         """
         last = len(self.ups) - 1
         head = (f"ups.{last}.pointwise.weight", f"ups.{last}.pointwise.bias")
         own = self.state_dict()
         state = dict(state)
+        loaded = {key: torch.zeros(t.shape, dtype=torch.bool) for key, t in own.items()}
         for key, value in list(state.items()):
             if key.startswith("gate.") and key not in own:   # a damage gate fitted to the old model
                 del state[key]
@@ -245,6 +249,7 @@ class RestoreUNet(nn.Module):
             if key not in own:
                 raise ValueError(f"unexpected tensor {key} in the weights being loaded")
             target = own[key]
+            loaded[key][tuple(slice(0, n) for n in value.shape)] = True
             if value.shape == target.shape:
                 continue
             if value.dim() != target.dim() or any(a > b for a, b in zip(value.shape, target.shape)):
@@ -263,6 +268,7 @@ class RestoreUNet(nn.Module):
                 else:
                     state[key] = own[key]
         self.load_state_dict(state)
+        return loaded
 
     def forward_spec(self, xc: torch.Tensor, return_eq: bool = False):
         """Compressed complex spectrum (b, bins+1, t) -> compressed complex estimate, same shape.

@@ -70,6 +70,10 @@ class TrainConfig:
     early_stop_patience: int = 6      # validations without improvement before stopping
     export: str = ""                  # also copy the best EMA weights here when training ends
     init_weights: str = ""            # start from these .safetensors weights (fine-tuning); ignored on --resume
+    # With init_weights of a smaller model: train only what the growth added (its new channels and
+    # blocks); the loaded weights stay as they were, so the grown model can add to what the loaded
+    # one does but not unlearn it. Weight decay is then off (it would shrink the frozen weights).
+    freeze_loaded: bool = False
     model: RestoreUNetConfig = field(default_factory=RestoreUNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -121,6 +125,16 @@ def _mixed_precision(choice: str) -> str:
     return "no"
 
 
+def _freeze(model: RestoreUNet, loaded: dict[str, torch.Tensor], log) -> None:
+    """Zero the gradient wherever a parameter holds loaded weights (``TrainConfig.freeze_loaded``)."""
+    trainable = 0
+    for name, p in model.named_parameters():
+        keep = (~loaded[name]).to(p.dtype)
+        trainable += int(keep.sum())
+        p.register_hook(lambda g, keep=keep: g * keep.to(g.device, g.dtype))
+    log(f"training only the grown part: {trainable / 1e6:.3f} M parameters")
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     from accelerate import Accelerator
 
@@ -139,7 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     model = RestoreUNet(cfg.model)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
+                                  weight_decay=0.0 if cfg.freeze_loaded else cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.optim.max_steps))
     criterion = RestoreLoss(cfg.model.n_fft, cfg.model.hop, cfg.model.compress_power, cfg.loss, cfg.model.sample_rate)
@@ -165,9 +179,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         if (replace(start.config, **eq_fields) != model.config or not grows
                 or (start.config.eq_head and not model.config.eq_head)):
             raise ResonateError(f"{cfg.init_weights} was trained with another model shape than this config")
-        model.load_compatible(start.state_dict())
+        loaded = model.load_compatible(start.state_dict())
         ema.load_compatible(start.state_dict())
         log(f"starting from {cfg.init_weights}")
+        if cfg.freeze_loaded:
+            _freeze(model, loaded, log)
+    elif cfg.freeze_loaded and cfg.init_weights:   # resuming: the same tensors stay frozen
+        from resonate.models.io import load_model
+
+        _freeze(model, RestoreUNet(cfg.model).load_compatible(load_model(cfg.init_weights, "cpu").state_dict()), log)
     if resume:
         if not ckpt_path.exists():
             raise ResonateError(f"nothing to resume: {ckpt_path} does not exist")
