@@ -352,3 +352,16 @@ def test_freeze_loaded_trains_only_what_the_growth_added(tmp_path, capsys):
     assert not torch.equal(trained["temporal.2.pointwise.weight"], torch.zeros_like(trained["temporal.2.pointwise.weight"])) \
         and float(trained["temporal.2.scale"].abs().sum()) > 0
     assert float(trained["from_frames.weight"][:, 16:].abs().sum()) > 0
+
+
+def test_validation_clips_are_spread_over_the_set_not_taken_from_its_start():
+    from resonate.train.loop import spread_pick
+
+    # A set written kind by kind: 8 of each of four kinds.
+    items = [f"{kind}{i}" for kind in "abcd" for i in range(8)]
+    picked = spread_pick(items, 8)
+    assert len(picked) == 8 and len(set(picked)) == 8
+    assert {p[0] for p in picked} == set("abcd")        # every kind is scored
+    assert sum(p[0] == "a" for p in picked) == 2
+    assert spread_pick(items, 100) == items
+    assert spread_pick(items, 0) == []
