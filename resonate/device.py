@@ -6,10 +6,15 @@ import ctypes
 import functools
 import os
 import platform
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
 from resonate.errors import ResonateError
+
+_T = TypeVar("_T")
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -106,3 +111,37 @@ def release_free_memory() -> bool:
     except AttributeError:
         return False
     return True
+
+
+class ModelThread:
+    """Runs a model's forward passes on one thread of their own while the context is open.
+
+    glibc gives each thread its own malloc arena. A CPU model allocates the same tens of MB of
+    activations for every chunk; on the streaming thread those blocks interleave with the reader's,
+    the meters' and the overlap-add's smaller temporaries, the heap fragments and peak memory
+    climbs with the length of the file (restore stage, 60 s -> 20 min: 715 -> 944 MB). In an arena
+    of their own the activations reuse the same space chunk after chunk: 854 -> 858 MB, and the
+    stage ran faster too (RTF 0.039 against 0.061, job CPU seconds halved; same run, beside a
+    training job). Only for the CPU: on CUDA and MPS the activations live in device memory, and
+    those backends are happiest driven from the thread that set them up.
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.enabled = torch.device(device).type == "cpu"
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ModelThread:
+        if self.enabled:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="resonate-model")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def run(self, fn: Callable[..., _T], *args) -> _T:
+        """``fn(*args)`` on the model thread (here when the context is not open or not needed)."""
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()

@@ -45,3 +45,20 @@ def test_release_free_memory_gives_back_what_the_tuned_allocator_keeps():
     kept = _rss_mb()
     assert release_free_memory() is True
     assert _rss_mb() < kept - 100
+
+
+def test_model_thread_runs_calls_on_one_other_thread_and_passes_errors_back():
+    import threading
+
+    from resonate.device import ModelThread
+
+    with ModelThread("cpu") as worker:
+        idents = {worker.run(threading.get_ident) for _ in range(3)}
+        assert len(idents) == 1 and threading.get_ident() not in idents
+        with pytest.raises(ValueError, match="bad chunk"):
+            worker.run(lambda: (_ for _ in ()).throw(ValueError("bad chunk")))
+        assert worker.run(lambda a, b: a + b, 2, 3) == 5
+    # Closed, or on a GPU device: the call runs where it is made.
+    assert worker.run(threading.get_ident) == threading.get_ident()
+    with ModelThread("cuda") as gpu:
+        assert gpu.run(threading.get_ident) == threading.get_ident()

@@ -258,3 +258,24 @@ def test_eq_shape_ignores_broadband_gain_and_is_limited():
     assert torch.allclose(eq_for(0.0), eq_for(-9.0), atol=1e-4)     # a broadband cut has no phase
     expected = (gain_db.clamp(-6, 6) / 20 * np.log(10))[None, :, None].expand(1, -1, 40)
     assert torch.allclose(eq_for(0.0), expected, atol=1e-3)
+
+
+def test_on_cpu_the_model_runs_on_a_thread_of_its_own_that_ends_with_the_stream():
+    import threading
+
+    model = _perturbed(TINY, seed=3)
+    seen: set[int] = set()
+    forward = model.forward
+
+    def spy(x):
+        seen.add(threading.get_ident())
+        return forward(x)
+
+    model.forward = spy
+    x = _music_like(8000, 5.0)
+    before = threading.active_count()
+    y = Restorer(model, chunk_seconds=2.0, overlap_seconds=0.5).process(x)
+    assert seen and threading.get_ident() not in seen and len(seen) == 1   # one model thread
+    assert threading.active_count() == before                             # and it is gone
+    model.forward = forward
+    np.testing.assert_array_equal(y, Restorer(model, chunk_seconds=2.0, overlap_seconds=0.5).process(x))

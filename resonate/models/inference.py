@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from resonate.chunking import OverlapAdd
+from resonate.device import ModelThread
 from resonate.models.spectral import compress, decompress, istft, stft
 from resonate.models.unet import RestoreUNet
 
@@ -48,6 +49,7 @@ class Restorer:
         self.min_length = model.config.n_fft
         self.amp_dtype = autocast_dtype(self.device)
         self.compute_s = 0.0      # seconds spent in the model, for the stage's report
+        self._thread = ModelThread(self.device)   # opened while a stream runs (see ModelThread)
 
     def _model(self, x: torch.Tensor) -> torch.Tensor:
         if self.amp_dtype is None:
@@ -60,12 +62,16 @@ class Restorer:
         est = est.to(torch.complex64)
         return istft(decompress(est, cfg.compress_power), cfg.n_fft, cfg.hop, x.shape[-1])
 
+    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+        # Runs on the model thread: inference mode is per thread, so it is entered here.
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
+            return self._model(x).float().cpu().numpy()
+
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         """One window: (channels, n) -> (channels, n). Channels are a batch for the model."""
         start = time.perf_counter()
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
-            y = self._model(x).float().cpu().numpy()
+        y = self._thread.run(self._forward, chunk)
         amount = self.strength
         if self.gate is not None:
             alpha = self.gate.alpha(chunk, y, self.model.config.sample_rate)
@@ -80,8 +86,9 @@ class Restorer:
         if self.strength == 0.0:
             yield from blocks
             return
-        yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape,
-                              min_length=self.min_length).stream(blocks)
+        with ModelThread(self.device) as self._thread:
+            yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape,
+                                  min_length=self.min_length).stream(blocks)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         parts = list(self.stream([np.asarray(x, dtype=np.float32)]))
