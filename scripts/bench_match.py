@@ -128,16 +128,10 @@ def build_clips(args) -> list[dict]:
 # Scoring
 
 
-def level_matched(estimate: np.ndarray, target: np.ndarray) -> np.ndarray:
-    n = min(estimate.shape[-1], target.shape[-1])
-    e, t = estimate[..., :n].astype(np.float64), target[..., :n].astype(np.float64)
-    return e * (np.sum(e * t) / (np.sum(e * e) + 1e-20))
-
-
 def score(estimate: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     from resonate.train.metrics import log_spectral_distance, si_sdr
 
-    return si_sdr(estimate, target), log_spectral_distance(level_matched(estimate, target), target, SR)
+    return si_sdr(estimate, target), log_spectral_distance(estimate, target, SR)   # level-aligned
 
 
 def read(path: Path) -> np.ndarray:

@@ -365,3 +365,13 @@ def test_validation_clips_are_spread_over_the_set_not_taken_from_its_start():
     assert sum(p[0] == "a" for p in picked) == 2
     assert spread_pick(items, 100) == items
     assert spread_pick(items, 0) == []
+
+
+def test_log_spectral_distance_scores_spectral_damage_not_loudness():
+    rng = np.random.default_rng(3)
+    clean = 0.1 * rng.standard_normal((1, SR)).astype(np.float32)    # every bin well above the floor
+    # A louder copy is no spectral damage once aligned; without alignment it reads as the gain.
+    assert log_spectral_distance(4.0 * clean, clean, SR) < 0.01
+    assert abs(log_spectral_distance(4.0 * clean, clean, SR, align_level=False) - 20 * np.log10(4.0)) < 0.05
+    noisy = clean + 0.05 * rng.standard_normal(clean.shape)
+    assert abs(log_spectral_distance(0.1 * noisy, clean, SR) - log_spectral_distance(noisy, clean, SR)) < 1e-6

@@ -22,16 +22,30 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10((np.dot(target, target) + 1e-12) / (np.dot(noise, noise) + 1e-12)))
 
 
+def level_aligned(estimate: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``estimate`` (cut to the common length) times the gain that brings it closest to
+    ``reference`` in the least-squares sense: SI-SDR's own scaling."""
+    n = min(np.shape(estimate)[-1], np.shape(reference)[-1])
+    e = np.asarray(estimate, dtype=np.float64)[..., :n]
+    r = np.asarray(reference, dtype=np.float64)[..., :n]
+    return e * (np.sum(e * r) / (np.sum(e * e) + 1e-20))
+
+
 def log_spectral_distance(estimate: np.ndarray, reference: np.ndarray, sr: int,
-                          n_ffts: tuple[int, ...] = (512, 1024, 2048)) -> float:
+                          n_ffts: tuple[int, ...] = (512, 1024, 2048), align_level: bool = True) -> float:
     """Mean over resolutions of the frame-wise RMS difference of dB power spectra (below 16 kHz).
 
-    A floor 80 dB under the reference's peak keeps near-silent bins from dominating.
+    The estimate is first level-aligned to the reference (``level_aligned``), so the distance
+    measures spectral damage, not loudness: a chain that ends by bringing the file to -14 LUFS is
+    not scored as 10 dB of spectral error (users compare loudness-matched). A floor 80 dB under
+    the reference's peak keeps near-silent bins from dominating.
     """
     est = np.atleast_2d(np.asarray(estimate, dtype=np.float64))
     ref = np.atleast_2d(np.asarray(reference, dtype=np.float64))
     n = min(est.shape[-1], ref.shape[-1])
     est, ref = est[..., :n], ref[..., :n]
+    if align_level:
+        est = level_aligned(est, ref)
     out = []
     for n_fft in n_ffts:
         _, _, e = signal.stft(est, sr, nperseg=n_fft, noverlap=n_fft * 3 // 4)
