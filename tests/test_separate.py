@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 from fractions import Fraction
 
@@ -78,11 +77,8 @@ def test_fixed_shape_windows_and_round_trip_resampling():
     x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 9000 * t))[None].astype(np.float32)
     shapes = []
 
-    threads = set()
-
     def halves(window):                  # stands in for the model: two "stems", each half the mix
         shapes.append(window.shape)
-        threads.add(threading.get_ident())
         return np.stack([0.5 * window, 0.5 * window])
 
     plan = plan_windows(44100, 0.5, 0.25, 1.2)
@@ -92,9 +88,6 @@ def test_fixed_shape_windows_and_round_trip_resampling():
     y = np.concatenate(list(stems), axis=-1)
     assert len(set(shapes)) == 1 and shapes[0] == (2, plan.window)
     assert y.shape == (2, 1, n)
-    # On the CPU the model runs on one thread of its own (ModelThread), gone with the stream.
-    assert len(threads) == 1 and threading.get_ident() not in threads
-    assert not any(t.name.startswith("resonate-model") for t in threading.enumerate())
     # soxr VHQ to 44.1 kHz and back is transparent for content below 20 kHz.
     err = y[:, :, 2000:-2000] - 0.5 * x[None, :, 2000:-2000]
     assert np.abs(err).max() < 1e-3

@@ -35,7 +35,6 @@ from safetensors import safe_open
 from torch import nn
 
 from resonate.chunking import OverlapAdd
-from resonate.device import ModelThread
 from resonate.dsp.bandwidth import BAND_EDGES_HZ, N_BANDS, analysis_size, band_centres_hz
 from resonate.errors import ResonateError
 from resonate.models.io import write_weights_file
@@ -314,7 +313,6 @@ class BandExtender:
         self.compute_s = 0.0
         self.added_energy = 0.0
         self.input_energy = 0.0
-        self._thread = ModelThread(self.device)   # opened while a stream runs
 
     def added(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, n) float32 on the device -> the added signal, same shape."""
@@ -331,15 +329,11 @@ class BandExtender:
             env_db = None
         return lay.istft(lay.added_band(spec, self.mode, env_db, ref_db, self.fine_structure), x.shape[-1])
 
-    def _forward(self, chunk: np.ndarray) -> np.ndarray:
-        # Runs on the model thread (see ModelThread); inference mode is per thread.
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
-            return self.added(x).float().cpu().numpy()
-
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        add = self._thread.run(self._forward, chunk)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(self.device)
+            add = self.added(x).float().cpu().numpy()
         self.compute_s += time.perf_counter() - start
         add *= self.strength
         self.added_energy += float(np.sum(add.astype(np.float64) ** 2))
@@ -350,9 +344,8 @@ class BandExtender:
         if self.strength == 0.0 or self.mode == "empty" or not self.layout.extends:
             yield from blocks
             return
-        with ModelThread(self.device) as self._thread:
-            yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape,
-                                  min_length=self.layout.n_fft).stream(blocks)
+        yield from OverlapAdd(self._run, self.window, self.overlap, self.fixed_shape,
+                              min_length=self.layout.n_fft).stream(blocks)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         parts = list(self.stream([np.asarray(x, dtype=np.float32)]))

@@ -25,7 +25,6 @@ from demucs.apply import apply_model
 
 from resonate.audio.resample import StreamResampler
 from resonate.chunking import OverlapAdd
-from resonate.device import ModelThread
 
 OUT_BLOCK = 1 << 16          # frames per block handed downstream (the pipeline's own block size)
 
@@ -102,12 +101,8 @@ def separate_stream(
     model_channels: int,
     plan: WindowPlan,
     fixed_shape: bool,
-    device: torch.device | str = "cpu",
 ) -> Iterator[np.ndarray]:
     """(channels, n) blocks at ``in_rate`` -> (stems, channels, m) blocks at ``in_rate``.
-
-    ``separate_window`` runs on a model thread of its own on the CPU (see ``ModelThread``), so
-    the model's activations do not fragment the streaming thread's heap.
 
     Converts to the model's rate and channel count only when they differ, and back afterwards.
     The total output length is the input's up to a sample or two of resampling rounding; the
@@ -115,13 +110,12 @@ def separate_stream(
     """
     to_model = StreamResampler(in_rate, model_rate, model_channels)
     from_model = StreamResampler(model_rate, in_rate, n_stems * model_channels)
-    with ModelThread(device) as model_thread:
-        windows = OverlapAdd(lambda window: model_thread.run(separate_window, window), plan.window, plan.overlap,
-                             fixed_shape=fixed_shape)
-        mixes = to_model.stream(match_channels(b, model_channels) for b in blocks)
-        stems = (s.reshape(n_stems * model_channels, -1) for s in _slices(windows.stream(mixes), OUT_BLOCK))
-        for flat in from_model.stream(stems):
-            yield match_channels(flat.reshape(n_stems, model_channels, -1), in_channels)
+    windows = OverlapAdd(separate_window, plan.window, plan.overlap, fixed_shape=fixed_shape)
+
+    mixes = to_model.stream(match_channels(b, model_channels) for b in blocks)
+    stems = (s.reshape(n_stems * model_channels, -1) for s in _slices(windows.stream(mixes), OUT_BLOCK))
+    for flat in from_model.stream(stems):
+        yield match_channels(flat.reshape(n_stems, model_channels, -1), in_channels)
 
 
 def _slices(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:

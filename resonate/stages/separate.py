@@ -223,7 +223,7 @@ class SeparateStage(Stage):
         stems = separate_stream(
             blocks, self.separator, n_stems=len(info.sources), in_rate=ctx.sample_rate, in_channels=ctx.channels,
             model_rate=info.samplerate, model_channels=info.audio_channels, plan=self.plan,
-            fixed_shape=self.fixed_shape, device=ctx.device,
+            fixed_shape=self.fixed_shape,
         )
         stems = exact_length(stems, source, (len(info.sources), ctx.channels))
         writer = self._cache_writer(fingerprint)
