@@ -123,7 +123,9 @@ class ModelThread:
     of their own the activations reuse the same space chunk after chunk: 854 -> 858 MB, and the
     stage ran faster too (RTF 0.039 against 0.061, job CPU seconds halved; same run, beside a
     training job). Only for the CPU: on CUDA and MPS the activations live in device memory, and
-    those backends are happiest driven from the thread that set them up.
+    those backends are happiest driven from the thread that set them up. Not a rule for every
+    model: separation (htdemucs) on such a thread grew faster (60 -> 600 s: 1667 -> 2546 MB against
+    1481 -> 1934 MB), so it stays on the streaming thread.
     """
 
     def __init__(self, device: torch.device | str):
