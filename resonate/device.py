@@ -120,9 +120,9 @@ class ModelThread:
     activations for every chunk; on the streaming thread those blocks interleave with the reader's,
     the meters' and the overlap-add's smaller temporaries, the heap fragments and peak memory
     climbs with the length of the file (restore stage, 60 s -> 20 min: 715 -> 944 MB). In an arena
-    of their own the activations reuse the same space chunk after chunk: 854 -> 858 MB, and the
-    stage ran faster too (RTF 0.039 against 0.061, job CPU seconds halved; same run, beside a
-    training job). Only for the CPU: on CUDA and MPS the activations live in device memory, and
+    of their own the activations reuse the same space chunk after chunk: 838 -> 860 MB, and the
+    stage ran faster too (RTF 0.041 against 0.061, job CPU seconds nearly halved; same machine and
+    hour, beside a training job; docs/performance.md). Only for the CPU: on CUDA and MPS the activations live in device memory, and
     those backends are happiest driven from the thread that set them up. Not a rule for every
     model: separation (htdemucs) on such a thread grew faster (60 -> 600 s: 1667 -> 2546 MB against
     1481 -> 1934 MB), so it stays on the streaming thread.
