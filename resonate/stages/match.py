@@ -292,10 +292,10 @@ def section_spread_db(sections: list[np.ndarray], freqs: np.ndarray, octaves: fl
     two sections."""
     if len(sections) < 2:
         return np.zeros(len(freqs))
+    band = (freqs >= LEVEL_BAND_HZ[0]) & (freqs <= LEVEL_BAND_HZ[1])
     levels = []
     for psd in sections:
         smooth = 10 * np.log10(smooth_octave(psd, freqs, octaves) + 1e-30)
-        band = (freqs >= LEVEL_BAND_HZ[0]) & (freqs <= LEVEL_BAND_HZ[1])
         levels.append(smooth - _weighted_median(smooth[band], 1 / freqs[band]))
     return np.std(np.array(levels), axis=0)
 
